@@ -12,6 +12,7 @@ from pathlib import Path
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 SAMPLE_EXAMPLES = 4
+WARMUP_EXAMPLES = 64
 
 
 def _cmd_list(args) -> int:
@@ -71,10 +72,11 @@ def _cmd_export(args) -> int:
     from mtlzoo.training import trainer
 
     recipe, model = trainer.load_run(args.run_dir)
-    path = export_saved_model(model, args.export_base, args.version, overwrite=args.overwrite)
-    # A ready-made request (TF Serving REST body) and the answer the trained model gives to it,
-    # so the export can be checked end to end by any client.
     data = recipe.make_dataset().load(recipe.evaluation_split)
+    # Real inputs for the warmup records, and a ready-made request (TF Serving REST body) with
+    # the answer the trained model gives to it, so any client can check the export end to end.
+    warmup = {k: v[:WARMUP_EXAMPLES] for k, v in data.inputs.items()}
+    path = export_saved_model(model, args.export_base, args.version, overwrite=args.overwrite, warmup_inputs=warmup)
     inputs = {k: v[:SAMPLE_EXAMPLES] for k, v in data.inputs.items()}
     expected = model.predict(inputs, verbose=0)
     run_dir = Path(args.run_dir)
@@ -92,6 +94,48 @@ def _cmd_export(args) -> int:
     print(f"exported {recipe.name!r} to {path}")
     print(f"sample request: {run_dir / 'request.json'} (expected answer: {run_dir / 'expected_response.json'})")
     return 0
+
+
+def _cmd_predict(args) -> int:
+    import json
+
+    from mtlzoo import io
+    from mtlzoo.export import predict_exported, read_request, resolve_export_dir
+
+    inputs, signature = read_request(args.input)
+    outputs = predict_exported(args.export, inputs, args.signature or signature or "serving_default")
+    response = {"outputs": {k: v.tolist() for k, v in outputs.items()}}
+    if args.output:
+        io.write_json(args.output, response)
+        print(f"answered {len(next(iter(inputs.values())))} examples from {resolve_export_dir(args.export)} "
+              f"into {args.output}")
+    else:
+        print(json.dumps(response))
+    return 0
+
+
+def _cmd_serving_config(args) -> int:
+    from mtlzoo import deploy
+
+    labels = dict(_parse_label(v) for v in args.label)
+    path = deploy.write_model_config(
+        args.export_root,
+        args.out,
+        base_path_prefix=args.base_path_prefix,
+        version_policy=args.version_policy,
+        num_versions=args.num_versions,
+        versions=[int(v) for v in args.versions.split(",")] if args.versions else None,
+        labels=labels or None,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _parse_label(text: str) -> tuple[str, int]:
+    label, _, version = text.partition("=")
+    if not label or not version.isdigit():
+        raise argparse.ArgumentTypeError(f"--label expects LABEL=VERSION (e.g. stable=2), got {text!r}")
+    return label, int(version)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,17 +172,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=None, help="default: next free version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="answer inputs locally from an exported SavedModel")
+    p.add_argument("--export", required=True, help="EXPORT_BASE (newest version) or a version directory")
+    p.add_argument("--input", required=True, help="TF Serving REST body (.json: instances or inputs) or .npz")
+    p.add_argument("--signature", default=None, help="default: the request's signature_name, else serving_default")
+    p.add_argument("--output", default=None, help="write the answer here (JSON) instead of printing it")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("serving-config", help="write a TF Serving models.config for every export under a folder")
+    p.add_argument("export_root", help="folder holding NAME/<version>/ exports, e.g. export/models")
+    p.add_argument("--out", default="export/models.config")
+    p.add_argument("--base-path-prefix", default=None,
+                   help="model base paths as the server sees them, e.g. /models inside the container")
+    p.add_argument("--version-policy", choices=("latest", "all", "specific"), default="latest")
+    p.add_argument("--num-versions", type=int, default=1, help="with --version-policy latest")
+    p.add_argument("--versions", default=None, help="with --version-policy specific: e.g. 1,2")
+    p.add_argument("--label", action="append", default=[], help="LABEL=VERSION (specific policy), repeatable")
+    p.set_defaults(func=_cmd_serving_config)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mtlzoo.config import ConfigError
+    from mtlzoo.export import ExportError
     from mtlzoo.training.trainer import RunDirError
 
     try:
         return args.func(args)
-    except (ConfigError, RunDirError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:
+    except (ConfigError, RunDirError, ExportError, argparse.ArgumentTypeError, OSError) as e:
         print(f"mtlzoo {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -1,19 +1,151 @@
-"""SavedModel export for TensorFlow Serving.
+"""SavedModel export for TensorFlow Serving, and reading exports back.
 
-``export_saved_model`` writes ``BASE/<version>/`` the way TF Serving expects: a SavedModel
-with a ``serving_default`` signature that takes the model's named inputs (dynamic batch) and
-returns one output per task, keyed by task name.  The version is built in a hidden temporary
-directory and renamed into place, so a server watching ``BASE`` never loads a partial one.
+``export_saved_model`` writes ``BASE/<version>/`` the way TF Serving expects:
+
+- ``serving_default`` takes the model's named inputs (dynamic batch, the inputs' own dtypes,
+  so a model that rescales uint8 images itself is served raw images) and returns, for every
+  task ``T``, its raw output ``T``; classification, binary and multilabel tasks also return
+  ``T_probabilities`` (softmax or sigmoid) and ``T_class_ids`` (int64: the arg-max class, or
+  the 0/1 decision per label at probability 0.5).
+- ``predict_<T>`` returns only task ``T``'s outputs, for clients that want one task.
+- ``assets.extra/tf_serving_warmup_requests`` holds PredictionLog records built from real
+  inputs, which TF Serving replays before it declares the version available.
+
+The version is built in a hidden temporary directory and renamed into place, so a server
+watching ``BASE`` never loads a partial version and a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Mapping
 
 import keras
+import numpy as np
 
 from mtlzoo.io import atomic_path
+from mtlzoo.tasks import Task
+
+SERVING_DEFAULT = "serving_default"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warmup records
+PROBABILITIES, CLASS_IDS = "_probabilities", "_class_ids"
+
+# Signature keys travel through TF Serving's REST JSON, gRPC maps and saved_model_cli, so keep
+# them to plain identifiers.
+_KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class ExportError(ValueError):
+    """A model, input or location that cannot be exported or served as asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What the signatures contain
+
+
+def serving_outputs(task: Task, raw):
+    """``{key: tensor}`` that the export returns for ``task`` given its raw output tensor."""
+    outputs = {task.name: raw}
+    if task.kind == "classification":
+        outputs[task.name + PROBABILITIES] = keras.ops.softmax(raw, axis=-1)
+        outputs[task.name + CLASS_IDS] = keras.ops.cast(keras.ops.argmax(raw, axis=-1), "int64")
+    elif task.kind in ("binary", "multilabel"):
+        outputs[task.name + PROBABILITIES] = keras.ops.sigmoid(raw)
+        decisions = keras.ops.cast(keras.ops.greater(raw, 0.0), "int64")
+        # A binary task answers one class id per example, like a classification task.
+        outputs[task.name + CLASS_IDS] = decisions[:, 0] if task.kind == "binary" else decisions
+    return outputs
+
+
+def serving_output_names(model: keras.Model) -> dict[str, list[str]]:
+    """``{task_or_output: [signature output keys]}``, checking that every key is valid and unique."""
+    _check_dict_outputs(model)
+    tasks = {t.name: t for t in getattr(model, "tasks", ())}
+    names = {}
+    for output in model.output:
+        if output in tasks:
+            task = tasks[output]
+            suffixes = [""] if task.kind == "regression" else ["", PROBABILITIES, CLASS_IDS]
+            names[output] = [output + s for s in suffixes]
+        else:
+            names[output] = [output]
+    keys = [k for ks in names.values() for k in ks]
+    bad = [k for k in keys if not _KEY_PATTERN.match(k)]
+    if bad:
+        raise ExportError(
+            f"Output name(s) {bad} cannot be signature keys: use letters, digits and '_', "
+            "starting with a letter."
+        )
+    clashes = sorted({k for k in keys if keys.count(k) > 1})
+    if clashes:
+        raise ExportError(
+            f"Signature output key(s) {clashes} would be produced twice (a task named like another "
+            f"task's '{PROBABILITIES}' or '{CLASS_IDS}' output); rename the task."
+        )
+    return names
+
+
+def input_specs(model: keras.Model) -> dict[str, tuple[tuple, str]]:
+    """``{input_name: (shape with None batch, dtype)}`` of the model's named inputs."""
+    return {
+        t.name: ((None, *t.shape[1:]), keras.backend.standardize_dtype(t.dtype)) for t in model.inputs
+    }
+
+
+def check_inputs(specs: Mapping[str, tuple[tuple, str]], inputs: Mapping, what: str = "input") -> dict:
+    """Arrays for ``specs`` from ``inputs``, or a clear ``ExportError`` naming what is wrong.
+
+    Names must match exactly; every array needs the spec's rank and non-batch dimensions and
+    one batch length; values must convert to the spec's dtype without loss of kind (no floats
+    into an integer input).
+    """
+    if not isinstance(inputs, Mapping):
+        raise ExportError(f"{what}s must be a dict {{name: array}} with names {sorted(specs)}.")
+    missing, unknown = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
+    if missing or unknown:
+        raise ExportError(
+            f"{what} names {sorted(inputs)} do not match the model's {sorted(specs)}"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {unknown}" if unknown else "")
+            + "."
+        )
+    arrays, lengths = {}, set()
+    for name, (shape, dtype) in specs.items():
+        value = np.asarray(inputs[name])
+        expected = "[batch, " + ", ".join(str(d) for d in shape[1:]) + "]"
+        if value.ndim != len(shape) or any(
+            want is not None and got != want for got, want in zip(value.shape[1:], shape[1:])
+        ):
+            raise ExportError(f"{what} {name!r} has shape {list(value.shape)}; expected {expected} ({dtype}).")
+        if value.dtype.kind not in _COMPATIBLE_KINDS[np.dtype(dtype).kind]:
+            raise ExportError(f"{what} {name!r} has dtype {value.dtype}; expected {dtype} with shape {expected}.")
+        arrays[name] = value.astype(dtype, copy=False)
+        lengths.add(value.shape[0])
+    if len(lengths) > 1:
+        raise ExportError(f"{what}s have different batch lengths {sorted(lengths)}; they must agree.")
+    return arrays
+
+
+# Which numpy kinds may be fed to an input of each kind (b: bool, i/u: ints, f: floats).
+_COMPATIBLE_KINDS = {"f": "biuf", "i": "biu", "u": "bu", "b": "b", "O": "OSU", "S": "OSU", "U": "OSU"}
+
+
+def _check_dict_outputs(model) -> None:
+    if not isinstance(model, keras.Model):
+        raise ExportError(f"Expected a keras.Model, got {type(model).__name__}.")
+    if not isinstance(model.output, dict):
+        raise ExportError(
+            "The model must have a dict of outputs keyed by task name (mtlzoo.create_model builds "
+            f"such models); this one returns {type(model.output).__name__}, which TF Serving would "
+            "name output_0, output_1, ..."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
 
 
 def existing_versions(base_dir: str | os.PathLike) -> list[int]:
@@ -25,29 +157,187 @@ def existing_versions(base_dir: str | os.PathLike) -> list[int]:
 
 
 def export_saved_model(
-    model: keras.Model, base_dir: str | os.PathLike, version: int | None = None, *, overwrite: bool = False
+    model: keras.Model,
+    base_dir: str | os.PathLike,
+    version: int | None = None,
+    *,
+    overwrite: bool = False,
+    warmup_inputs: Mapping[str, np.ndarray] | None = None,
+    model_name: str | None = None,
 ) -> Path:
-    """Export ``model`` to ``base_dir/<version>/`` and return that path.
+    """Export ``model`` for TF Serving to ``base_dir/<version>/`` and return that path.
 
     Args:
         version: a positive integer; default: one more than the newest existing version.
         overwrite: replace an existing version (otherwise that is an error).
+        warmup_inputs: real example inputs ``{name: array}``; when given, warmup records of
+            several batch sizes (and one per task signature) are written from them.
+        model_name: the model name TF Serving will use (recorded in the warmup requests);
+            default: the last component of ``base_dir``.
     """
     if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
+        raise ExportError(
             "SavedModel export needs the TensorFlow backend; save a .keras file on this backend "
             "and export it where KERAS_BACKEND=tensorflow (the file loads on either backend)."
         )
+    names = serving_output_names(model)
+    specs = input_specs(model)
+    warmup = check_inputs(specs, warmup_inputs, "warmup input") if warmup_inputs is not None else None
     base = Path(base_dir)
     if base.exists() and not base.is_dir():
-        raise NotADirectoryError(f"Export base {str(base)!r} exists and is not a directory.")
+        raise ExportError(f"Export base {str(base)!r} exists and is not a directory.")
     if version is None:
         version = (existing_versions(base) or [0])[-1] + 1
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}.")
+        raise ExportError(f"version must be a positive integer, got {version!r}.")
     final = base / str(version)
     if final.exists() and not overwrite:
         raise FileExistsError(f"Version {version} already exists at {str(final)!r}; pass overwrite=True to replace it.")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"Cannot create the export base {str(base)!r}: {e.strerror or e}.") from None
+    if not os.access(base, os.W_OK):
+        raise ExportError(f"Cannot write to the export base {str(base)!r}: permission denied.")
+
     with atomic_path(final) as staging:
-        model.export(str(staging), format="tf_saved_model", verbose=False)
+        _write_archive(model, specs, names, staging)
+        if warmup is not None:
+            _write_warmup(staging / WARMUP_FILE, warmup, names, model_name or base.resolve().name)
     return final
+
+
+def _write_archive(model, specs, names, path: Path) -> None:
+    import tensorflow as tf
+
+    tasks = {t.name: t for t in getattr(model, "tasks", ())}
+    signature = [{n: tf.TensorSpec(shape, dtype, name=n) for n, (shape, dtype) in specs.items()}]
+    structure = model.input
+
+    def run(inputs):
+        if isinstance(structure, dict):
+            args = inputs
+        elif isinstance(structure, (list, tuple)):
+            args = [inputs[t.name] for t in structure]
+        else:
+            args = inputs[structure.name]
+        raw = model(args, training=False)
+        outputs = {}
+        for output, value in raw.items():
+            outputs.update(serving_outputs(tasks[output], value) if output in tasks else {output: value})
+        return outputs
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SERVING_DEFAULT, run, input_signature=signature)
+    def only(keys):
+        return lambda inputs: {k: v for k, v in run(inputs).items() if k in keys}
+
+    for output, keys in names.items():
+        archive.add_endpoint(f"predict_{output}", only(keys), input_signature=signature)
+    archive.write_out(str(path), verbose=False)
+
+
+def warmup_batches(num_examples: int) -> list[int]:
+    """Batch sizes 1, 2, 4, ... up to the sample size (and the sample size itself)."""
+    sizes, size = [], 1
+    while size < num_examples:
+        sizes.append(size)
+        size *= 2
+    return sizes + [num_examples] if num_examples else sizes
+
+
+def _write_warmup(path: Path, inputs: dict, names: dict, model_name: str) -> None:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    num = len(next(iter(inputs.values())))
+    if num == 0:
+        raise ExportError("warmup inputs are empty; give at least one example.")
+    requests = [(SERVING_DEFAULT, size) for size in warmup_batches(num)]
+    requests += [(f"predict_{output}", 1) for output in names]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, size in requests[:MAX_WARMUP_RECORDS]:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = signature
+            for name, value in inputs.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value[:size]))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def resolve_export_dir(path: str | os.PathLike) -> Path:
+    """A version directory: ``path`` itself if it holds a SavedModel, else its newest version."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = existing_versions(path)
+    if not versions:
+        raise FileNotFoundError(
+            f"No SavedModel at {str(path)!r}: expected saved_model.pb there or integer version "
+            "directories (BASE/1/, BASE/2/, ...) under it."
+        )
+    return path / str(versions[-1])
+
+
+def predict_exported(export_dir, inputs: Mapping, signature: str = SERVING_DEFAULT) -> dict[str, np.ndarray]:
+    """Answer ``inputs`` from an exported SavedModel, as TF Serving would (no mtlzoo model code)."""
+    import tensorflow as tf
+
+    path = resolve_export_dir(export_dir)
+    loaded = tf.saved_model.load(str(path), tags=["serve"])
+    if signature not in loaded.signatures:
+        raise ExportError(f"{str(path)!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}.")
+    fn = loaded.signatures[signature]
+    specs = {
+        name: (tuple(spec.shape.as_list()), spec.dtype.name)
+        for name, spec in fn.structured_input_signature[1].items()
+    }
+    arrays = check_inputs(specs, inputs)
+    outputs = fn(**{k: tf.constant(v) for k, v in arrays.items()})
+    return {k: v.numpy() for k, v in sorted(outputs.items())}
+
+
+def read_request(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str | None]:
+    """Inputs (and signature name, if given) from a TF Serving REST body (JSON) or a ``.npz`` file.
+
+    JSON: ``{"instances": [{name: value}, ...]}`` (rows) or ``{"inputs": {name: values}}``
+    (columns), optionally with ``"signature_name"``.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Input file {str(path)!r} does not exist.")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}, None
+    try:
+        body = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{str(path)!r} is not valid JSON: {e}") from None
+    if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+        raise ExportError(
+            f"{str(path)!r}: expected a JSON object with either \"instances\" (a list of rows) or "
+            "\"inputs\" (named columns), as in a TF Serving REST request."
+        )
+    if "inputs" in body:
+        columns = body["inputs"]
+        if not isinstance(columns, dict):
+            raise ExportError(f"{str(path)!r}: \"inputs\" must map input names to values.")
+        inputs = {k: np.asarray(v) for k, v in columns.items()}
+    else:
+        rows = body["instances"]
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise ExportError(f"{str(path)!r}: \"instances\" must be a non-empty list of {{input_name: value}} rows.")
+        names = set(rows[0])
+        if any(set(r) != names for r in rows):
+            raise ExportError(f"{str(path)!r}: every row of \"instances\" must have the same input names.")
+        inputs = {k: np.asarray([r[k] for r in rows]) for k in sorted(names)}
+    return inputs, body.get("signature_name")

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, cli
@@ -55,6 +56,20 @@ def test_train_evaluate_export_answer(tmp_path):
         assert (base / expected_version / "saved_model.pb").is_file()
     proc = cli("export", run, base, "--version", "1")
     assert proc.returncode == 2 and "already exists" in proc.stderr
+
+    # The export carries warmup records from real inputs.
+    assert (base / "2" / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+
+    proc = cli("predict", "--export", base, "--input", run / "request.json", "--output", run / "answer.json")
+    assert proc.returncode == 0, proc.stderr
+    outputs = json.loads((run / "answer.json").read_text())["outputs"]
+    expected = json.loads((run / "expected_response.json").read_text())["predictions"]
+    for task in ("task_00", "task_01", "task_10", "task_20"):
+        np.testing.assert_allclose(outputs[task], [row[task] for row in expected], atol=1e-5)
+    (run / "bad.json").write_text(json.dumps({"instances": [{"features": [1.0, 2.0]}]}))
+    proc = cli("predict", "--export", base, "--input", run / "bad.json")
+    assert proc.returncode == 2
+    assert "input 'features' has shape [1, 2]; expected [batch, 20] (float32)" in proc.stderr
 
     answer = subprocess.run(
         [sys.executable, "-c", ANSWER_WITHOUT_MTLZOO, str(base), str(run / "request.json"),

@@ -1,0 +1,17 @@
+"""Benchmarks stay runnable: each runs in its quick mode (its full run writes bench/results/)."""
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_export_latency_quick_run():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "export_latency.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("T=")]
+    assert len(rows) == 4  # T = 2, 4 at batch 1 and 64
+    assert all("multitask_savedmodel" in row and "separate_savedmodels" in row for row in rows)
