@@ -45,6 +45,19 @@ def cnn(
     return mlp(x, units, activation=activation, dropout=dropout, prefix=prefix)
 
 
+def join_inputs(inputs, architecture: str):
+    """The one tensor a backbone starts from: the single input, or several vectors concatenated."""
+    tensors = list(inputs.values())
+    if len(tensors) == 1:
+        return tensors[0]
+    if all(len(t.shape) == 2 for t in tensors):
+        return keras.layers.Concatenate(name="shared_concat_inputs")(tensors)
+    raise ValueError(
+        f"{architecture} takes one input, or several vector inputs (which it concatenates); "
+        f"got shapes {[tuple(t.shape[1:]) for t in tensors]}."
+    )
+
+
 def resolve_backbone(kind: str, rank: int) -> str:
     """Pick ``mlp`` for vectors and ``cnn`` for images (rank counts the batch axis)."""
     if kind not in BACKBONES:
@@ -72,3 +85,57 @@ def task_head(x, task: Task, units: Sequence[int] = (), *, activation="relu", dr
     """
     x = mlp(x, units, activation=activation, dropout=dropout, prefix=f"{task.name}_head")
     return keras.layers.Dense(task.output_size, name=task.name, dtype="float32")(x)
+
+
+def columns(
+    x,
+    num_tasks: int,
+    kind: str,
+    filters: Sequence[int],
+    units: Sequence[int],
+    *,
+    kernel_size: int = 3,
+    activation="relu",
+    dropout: float = 0.0,
+    kernel_regularizer=None,
+    after_stage=None,
+    prefix: str = "columns",
+) -> list:
+    """One ``mlp`` or ``cnn`` column per task, with the columns' weights stacked per layer.
+
+    Every column starts from ``x``. A stage is one conv + max-pool (named ``conv_<i>``) or one
+    dense layer (``dense_<i>``); after each, ``after_stage(stage_name, column_tensors)`` may
+    return new column tensors (cross-stitch units go there). ``kernel_regularizer`` applies to
+    each stage's stacked (T, ...) kernel (soft sharing). Returns the T column outputs.
+    """
+    from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
+
+    def stage(name, xs):
+        return after_stage(name, xs) if after_stage is not None else xs
+
+    xs = [x] * num_tasks
+    if kind == "cnn":
+        if len(x.shape) == 3:
+            x = keras.layers.Reshape((*x.shape[1:], 1), name=f"{prefix}_add_channel")(x)
+            xs = [x] * num_tasks
+        for i, f in enumerate(filters):
+            xs = PerTaskConv2D(num_tasks, f, kernel_size, activation=activation,
+                               kernel_regularizer=kernel_regularizer, name=f"{prefix}_conv_{i}")(xs)
+            pool = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool_{i}")
+            xs = stage(f"conv_{i}", [pool(c) for c in xs])
+        flatten = keras.layers.Flatten(name=f"{prefix}_flatten")
+        xs = [flatten(c) for c in xs]
+    for i, width in enumerate(units):
+        xs = PerTaskDense(num_tasks, width, activation=activation,
+                          kernel_regularizer=kernel_regularizer, name=f"{prefix}_dense_{i}")(xs)
+        if dropout:
+            drop = keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}")
+            xs = [drop(c) for c in xs]
+        xs = stage(f"dense_{i}", xs)
+    return xs
+
+
+def column_stages(kind: str, filters: Sequence[int], units: Sequence[int]) -> list[str]:
+    """The stage names ``columns`` gives its ``after_stage`` callback, in order."""
+    convs = [f"conv_{i}" for i in range(len(filters))] if kind == "cnn" else []
+    return convs + [f"dense_{i}" for i in range(len(units))]

@@ -44,3 +44,28 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     lines.append("-" * len(header))
     lines.append(f"{'mean':<{width}}  " + "  ".join(f"{mean[m]:>10.4f}" for m in metrics))
     return "\n".join(lines)
+
+
+def delta_m(results: dict[str, dict[str, float]], baselines: dict[str, dict[str, float]],
+            metrics: dict[str, bool]) -> float:
+    """The multi-task gain Δm (Maninis et al., CVPR 2019) in percent; positive is better.
+
+    The mean, over the tasks of ``results`` and the metrics named in ``metrics`` (``{metric:
+    higher_is_better}``), of the relative change from the single-task ``baselines``:
+    ``(-1)^l * (M_multi - M_single) / M_single * 100`` with ``l = 1`` where lower is better.
+    """
+    changes = []
+    for task, scores in results.items():
+        if task not in baselines:
+            raise KeyError(f"No single-task baseline for task {task!r}; baselines cover {sorted(baselines)}.")
+        for metric, higher_is_better in metrics.items():
+            if metric not in scores or metric not in baselines[task]:
+                raise KeyError(f"Metric {metric!r} is missing for task {task!r}.")
+            base = baselines[task][metric]
+            if base == 0:
+                raise ValueError(f"Task {task!r}: the baseline {metric} is 0, so a relative change is undefined.")
+            sign = 1.0 if higher_is_better else -1.0
+            changes.append(sign * (scores[metric] - base) / abs(base) * 100.0)
+    if not changes:
+        raise ValueError("delta_m needs at least one task and one metric.")
+    return float(np.mean(changes))

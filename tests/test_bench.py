@@ -15,3 +15,16 @@ def test_export_latency_quick_run():
     rows = [line for line in proc.stdout.splitlines() if line.startswith("T=")]
     assert len(rows) == 4  # T = 2, 4 at batch 1 and 64
     assert all("multitask_savedmodel" in row and "separate_savedmodels" in row for row in rows)
+
+
+def test_multimnist_quick_run_trains_every_recipe(data_dir):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "multimnist.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("multi_mnist seed=0 ")]
+    trained = [line.split()[2].rstrip(":") for line in rows if "done" not in line]
+    assert trained == ["single_task", "hard_sharing", "cross_stitch", "soft_sharing", "mmoe", "ple"]
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 2 + 6  # header, rule, one row per model

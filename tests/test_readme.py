@@ -45,3 +45,15 @@ def test_architecture_section_names_every_module():
     actual = {p.name for p in (REPO / "mtlzoo").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
     assert actual <= named, f"modules missing from the README's architecture section: {sorted(actual - named)}"
     assert named - {"answer_request.py"} <= actual, f"README names modules that do not exist: {sorted(named - actual)}"
+
+
+def test_sharing_schemes_example_runs():
+    rng = np.random.default_rng(0)
+    namespace = {"x": rng.random((8, 28, 28, 1)).astype("float32")}
+    exec(compile(code_block("The API in ten lines", "python").split("model.fit")[0], "README.md", "exec"), namespace)
+    exec(compile(code_block("Sharing schemes", "python"), "README.md", "exec"), namespace)
+    assert namespace["stitch_alphas"](namespace["stitched"])["cross_stitch_dense_0"].shape == (3, 3, 32)
+    gates = namespace["gate_weights"](namespace["experts"], {"image": namespace["x"]})
+    assert sorted(gates) == ["digit", "ink", "is_even"] and gates["digit"].shape == (8, 3)
+    np.testing.assert_allclose(gates["digit"].sum(axis=1), 1.0, atol=1e-5)
+    assert isinstance(namespace["linear"].kernel_regularizer, mtlzoo.regularizers.GroupLasso)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import keras
-
 from mtlzoo import backbones
 from mtlzoo.registry import register_architecture
 
@@ -17,6 +15,7 @@ def hard_sharing(
     backbone: str = "auto",
     shared_units: Sequence[int] = (64, 64),
     filters: Sequence[int] = (32, 64),
+    kernel_size: int = 3,
     head_units: Sequence[int] = (),
     activation: str = "relu",
     dropout: float = 0.0,
@@ -27,25 +26,19 @@ def hard_sharing(
         backbone: ``"auto"`` (MLP for vector inputs, CNN for images), ``"mlp"`` or ``"cnn"``.
         shared_units: widths of the shared dense layers (after the convolutions for a CNN).
         filters: filters of each conv + max-pool stage of the CNN backbone.
+        kernel_size: size of the CNN's square convolution kernels.
         head_units: widths of the hidden layers of every task head (empty: a linear head).
         activation: activation of hidden layers.
         dropout: dropout rate after every hidden dense layer.
     """
-    tensors = list(inputs.values())
-    if len(tensors) == 1:
-        x = tensors[0]
-    elif all(len(t.shape) == 2 for t in tensors):
-        x = keras.layers.Concatenate(name="shared_concat_inputs")(tensors)
-    else:
-        raise ValueError(
-            "hard_sharing takes one input, or several vector inputs (which it concatenates); "
-            f"got shapes {[tuple(t.shape[1:]) for t in tensors]}."
-        )
+    x = backbones.join_inputs(inputs, "hard_sharing")
     kind = backbones.resolve_backbone(backbone, len(x.shape))
     if kind == "mlp":
         shared = backbones.mlp(x, shared_units, activation=activation, dropout=dropout)
     else:
-        shared = backbones.cnn(x, filters, shared_units, activation=activation, dropout=dropout)
+        shared = backbones.cnn(
+            x, filters, shared_units, kernel_size=kernel_size, activation=activation, dropout=dropout
+        )
     return {
         t.name: backbones.task_head(shared, t, head_units, activation=activation, dropout=dropout)
         for t in tasks

@@ -1,22 +1,25 @@
 """TFDS builders for mtlzoo's benchmarks; importing this module registers them by name.
 
-    import mtlzoo.data.tfds_builders  # registers "kang_synthetic"
+    import mtlzoo.data.tfds_builders  # registers "kang_synthetic", "multi_mnist", ...
     ds = tfds.load("kang_synthetic/clean", split="train", data_dir=...)
     ds = mtlzoo.data.kang.to_multitask(ds).batch(32)   # what Model.fit takes
+    ds = mtlzoo.data.multi_mnist.to_multitask(tfds.load("multi_mnist", split="train")).batch(32)
 
-The examples are exactly those of ``mtlzoo.data.kang.KangSynthetic(...).load(split)``, in the
-same order (shuffling is disabled, so examples stay task-major).
+The examples are exactly those of the mtlzoo dataset's ``load(split)`` (for instance
+``mtlzoo.data.kang.KangSynthetic(...).load(split)``), in the same order: shuffling is
+disabled, so examples stay task-major (Kang) or in pairing order (the MultiMNIST family).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from mtlzoo.data import kang
+from mtlzoo.data import kang, multi_mnist
 from mtlzoo.data.base import DATA_DIR_ENV, resolve_data_dir
 
 _CITATION = """\
@@ -124,3 +127,156 @@ class KangSynthetic(tfds.core.GeneratorBasedBuilder):
             return resolve_data_dir(None, kang.SUBDIR)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err} {self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from err
+
+
+# --- the MultiMNIST family ---------------------------------------------------------------------
+
+_SENER_CITATION = """\
+@inproceedings{sener2018multi,
+  title     = {Multi-Task Learning as Multi-Objective Optimization},
+  author    = {Sener, Ozan and Koltun, Vladlen},
+  booktitle = {Advances in Neural Information Processing Systems 31 (NeurIPS)},
+  pages     = {527--538},
+  year      = {2018},
+}
+"""
+_LIN_CITATION = """\
+@inproceedings{lin2019pareto,
+  title     = {Pareto Multi-Task Learning},
+  author    = {Lin, Xi and Zhen, Hui-Ling and Li, Zhenhua and Zhang, Qingfu and Kwong, Sam},
+  booktitle = {Advances in Neural Information Processing Systems 32 (NeurIPS)},
+  pages     = {12060--12070},
+  year      = {2019},
+}
+"""
+_SENER_HOMEPAGE = "https://arxiv.org/abs/1810.04650"
+_LIN_HOMEPAGE = "https://arxiv.org/abs/1912.12854"
+
+
+@dataclasses.dataclass(eq=False)
+class MultiMnistConfig(tfds.core.BuilderConfig):
+    """A variant of ``multi_mnist``, ``multi_fashion`` or ``multi_fashion_mnist``; the fields are
+    the options of ``mtlzoo.data.multi_mnist.MultiImageDataset``."""
+
+    seed: int = 0
+    max_examples: int | None = None
+
+
+class MultiImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Shared builder of the MultiMNIST family; each subclass names its ``DATASET_CLASS``.
+
+    ``skip_registration`` keeps this base out of the TFDS registry; the subclasses register
+    under the snake-case of their class names.
+    """
+
+    DATASET_CLASS: type[multi_mnist.MultiImageDataset] = multi_mnist.MultiImageDataset
+    DESCRIPTION = ""
+    HOMEPAGE = _SENER_HOMEPAGE
+    CITATION = _SENER_CITATION
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: 36x36 canvases (left image at the top-left, right image at the "
+        "bottom-right, pixel-wise max); validation is a fixed random 10000 of the 60000 training "
+        "images; config seed0 pairs the images with seed 0.",
+    }
+    BUILDER_CONFIGS = [
+        MultiMnistConfig(name="seed0", description="Images paired with seed 0; every example of each split."),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "The idx files (with SHA256SUMS.uncompressed for MNIST, MD5SUMS.uncompressed for Fashion-MNIST) "
+        f"are read from mnist/ and fashion_mnist/ in the manual directory if it holds them, else "
+        f"from ${DATA_DIR_ENV}/mnist/ and ${DATA_DIR_ENV}/fashion_mnist/."
+    )
+
+    # As for KangSynthetic: TFDS 4.9.10's own code_path needs `importlib_resources`.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        left, right = self.DATASET_CLASS.left_collection, self.DATASET_CLASS.right_collection
+        size = multi_mnist.CANVAS_SIZE
+        # Built directly: dataset_info_from_configs needs a TFDS package directory.
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(size, size, 1)),
+                    "left": tfds.features.ClassLabel(names=list(multi_mnist.CLASS_NAMES[left])),
+                    "right": tfds.features.ClassLabel(names=list(multi_mnist.CLASS_NAMES[right])),
+                }
+            ),
+            homepage=self.HOMEPAGE,
+            citation=self.CITATION,
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        config = self.builder_config
+        dataset = self.DATASET_CLASS(
+            data_dir=self._files_root(dl_manager), seed=config.seed, max_examples=config.max_examples
+        )
+        return {split: self._generate_examples(dataset, split) for split in dataset.splits}
+
+    def _generate_examples(self, dataset, split):
+        arrays = dataset.load(split)
+        image, left, right = arrays.inputs["image"], arrays.targets["left"], arrays.targets["right"]
+        for i in range(len(arrays)):
+            yield i, {"image": image[i], "left": int(left[i]), "right": int(right[i])}
+
+    def _files_root(self, dl_manager) -> str:
+        """The manual directory if it holds the needed folders, else ``$MTLZOO_DATA_DIR``."""
+        folders = sorted({multi_mnist.COLLECTIONS[c][0] for c in (self.DATASET_CLASS.left_collection,
+                                                                 self.DATASET_CLASS.right_collection)})
+        try:
+            manual = dl_manager.manual_dir
+        except AssertionError:  # TFDS raises it for a missing or empty manual directory.
+            manual = None
+        if manual is not None and all((manual / folder).is_dir() for folder in folders):
+            return str(manual)
+        try:
+            for folder in folders:
+                resolve_data_dir(None, folder)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err} {self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from err
+        return os.environ[DATA_DIR_ENV]
+
+
+class MultiMnist(MultiImageBuilder):
+    """MultiMNIST (Sener & Koltun, NeurIPS 2018): two MNIST digits on a 36x36 canvas."""
+
+    DATASET_CLASS = multi_mnist.MultiMnist
+    DESCRIPTION = (
+        "MultiMNIST: two MNIST digits overlaid on a 36x36 canvas, one at the top-left and one at the "
+        "bottom-right; the tasks classify the left and the right digit. 50000 train, 10000 validation "
+        "and 10000 test examples."
+    )
+
+
+class MultiFashion(MultiImageBuilder):
+    """MultiFashion (Lin et al., NeurIPS 2019): two Fashion-MNIST items on a 36x36 canvas."""
+
+    DATASET_CLASS = multi_mnist.MultiFashion
+    DESCRIPTION = (
+        "MultiFashion: two Fashion-MNIST items overlaid on a 36x36 canvas, one at the top-left and one "
+        "at the bottom-right; the tasks classify the left and the right item. 50000 train, 10000 "
+        "validation and 10000 test examples."
+    )
+    HOMEPAGE = _LIN_HOMEPAGE
+    CITATION = _LIN_CITATION
+
+
+class MultiFashionMnist(MultiImageBuilder):
+    """Multi-(Fashion+MNIST) (Lin et al., NeurIPS 2019): an MNIST digit and a Fashion-MNIST item."""
+
+    DATASET_CLASS = multi_mnist.MultiFashionMnist
+    DESCRIPTION = (
+        "Multi-(Fashion+MNIST): an MNIST digit at the top-left and a Fashion-MNIST item at the "
+        "bottom-right of a 36x36 canvas; the tasks classify the digit (left) and the item (right). "
+        "50000 train, 10000 validation and 10000 test examples."
+    )
+    HOMEPAGE = _LIN_HOMEPAGE
+    CITATION = _LIN_CITATION
