@@ -11,6 +11,7 @@ from typing import Sequence
 
 import keras
 
+from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
 from mtlzoo.tasks import Task
 
 BACKBONES = ("auto", "mlp", "cnn")
@@ -108,8 +109,6 @@ def columns(
     return new column tensors (cross-stitch units go there). ``kernel_regularizer`` applies to
     each stage's stacked (T, ...) kernel (soft sharing). Returns the T column outputs.
     """
-    from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
-
     def stage(name, xs):
         return after_stage(name, xs) if after_stage is not None else xs
 
