@@ -3,7 +3,7 @@
 Importing ``mtlzoo`` registers every architecture, layer and dataset.
 """
 
-from mtlzoo import architectures, data, layers, regularizers  # noqa: F401  (registration)
+from mtlzoo import architectures, data, layers, muir, regularizers  # noqa: F401  (registration)
 from mtlzoo.config import ConfigError, Recipe, load_recipe, recipe_from_dict
 from mtlzoo.evaluation import evaluate
 from mtlzoo.export import export_saved_model

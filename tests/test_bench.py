@@ -28,3 +28,17 @@ def test_multimnist_quick_run_trains_every_recipe(data_dir):
     assert trained == ["single_task", "hard_sharing", "cross_stitch", "soft_sharing", "mmoe", "ple"]
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 2 + 6  # header, rule, one row per model
+
+
+def test_muir_kang_quick_run_beats_single_task(data_dir):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "muir_kang.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("clean: "))
+    single = float(line.split("single-task RMSE ")[1].split(",")[0])
+    shared = float(line.split("MUiR RMSE ")[1].split(",")[0])
+    # Even 20 generations of alignment search beat 30 separate linear models from 10 examples each.
+    assert shared < 0.6 * single
+    assert "Cost of reparameterization" in proc.stdout

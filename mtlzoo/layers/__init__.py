@@ -3,5 +3,13 @@
 from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
 from mtlzoo.layers.cross_stitch import CrossStitch
 from mtlzoo.layers.experts import MixtureOfExperts, ProgressiveLayeredExtraction
+from mtlzoo.layers.hypermodules import HypermoduleBank
 
-__all__ = ["CrossStitch", "MixtureOfExperts", "PerTaskConv2D", "PerTaskDense", "ProgressiveLayeredExtraction"]
+__all__ = [
+    "CrossStitch",
+    "HypermoduleBank",
+    "MixtureOfExperts",
+    "PerTaskConv2D",
+    "PerTaskDense",
+    "ProgressiveLayeredExtraction",
+]
