@@ -18,9 +18,7 @@ the report gives p50 / p99 latency, throughput and ratios to the multi-task expo
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import mtlzoo  # noqa: E402
+import results_io  # noqa: E402  (bench/, beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INPUT_DIM = 64
@@ -144,22 +143,12 @@ def main(argv=None) -> int:
     report = {
         "command": "python bench/export_latency.py" + (f" --tasks {args.tasks}" if args.tasks != "2,8,32" else ""),
         "repeats": repeats,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
+        "machine": results_io.machine(),
         "results": results,
     }
     slower = [r for r in results if r["variants"]["separate_savedmodels"]["p50_vs_multitask"] <= 1.0]
     if not args.quick:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(markdown(report))
-        print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+        results_io.write(args.out, report, markdown(report))
     if slower:
         print(f"GOAL MISSED: the multi-task export is not faster than separate exports for {len(slower)} rows")
         return 1

@@ -19,9 +19,7 @@ reparameterization: seconds per training step of the MUiR model against the plai
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 import mtlzoo  # noqa: E402
 from mtlzoo import muir  # noqa: E402
 from mtlzoo.data.kang import NUM_GROUPS, NUM_TASKS, TASK_NAMES  # noqa: E402
+import results_io  # noqa: E402  (bench/, beside this script)
 
 RESULTS = REPO / "bench" / "results"
 STEPS_PER_GENERATION = 100
@@ -203,16 +202,11 @@ def main(argv=None) -> int:
               f"{result['seconds']:.0f} s", flush=True)
     report["step_cost"] = step_cost(splits(noisy=False), steps=200 if args.quick else 2000)
     report["command"] = "python bench/muir_kang.py"
-    report["machine"] = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                         "tensorflow": tf.__version__, "keras": keras.__version__}
+    report["machine"] = results_io.machine()
     print(markdown(report))
     if args.quick:
         return 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    results_io.write(args.out, report, markdown(report))
     missed = [v for v, r in report["variants"].items()
               if r["muir"]["test_rmse"] > GOALS[v] or r["muir"]["test_rmse"] >= r["single_task_rmse"]]
     if missed:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,12 +26,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MTLZOO_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 import mtlzoo  # noqa: E402
 from mtlzoo.evaluation import delta_m  # noqa: E402
+import results_io  # noqa: E402  (bench/, beside this script)
 
 RESULTS = REPO / "bench" / "results"
 RECIPES = REPO / "zoo_configs"
@@ -157,17 +156,11 @@ def main(argv=None) -> int:
         command="python bench/multimnist.py" + ("" if args.seeds == "0,1,2" else f" --seeds {args.seeds}"),
         seeds=len(seeds),
         epochs=epochs,
-        machine={"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                 "python": platform.python_version(), "tensorflow": __import__("tensorflow").__version__,
-                 "keras": keras.__version__},
+        machine=results_io.machine(),
     )
     print(markdown(report))
     if not args.quick:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(markdown(report))
-        print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+        results_io.write(args.out, report, markdown(report))
         hard = report["datasets"].get("multi_mnist", {}).get("hard_sharing")
         if hard and min(hard["accuracy_mean"].values()) < HARD_SHARING_GOAL:
             print(f"GOAL MISSED: hard sharing on MultiMNIST is below {HARD_SHARING_GOAL:.0%} on a task")
