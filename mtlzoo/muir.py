@@ -122,7 +122,10 @@ class MuirModel(keras.Model):
             if not isinstance(model, keras.Model) or not model.built:
                 raise ValueError(f"Component {name!r} must be a built keras.Model, got {type(model).__name__}.")
         self.components = dict(components)
-        self.block_shape = tuple(int(d) for d in block_shape)
+        if len(block_shape) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                            for d in block_shape):
+            raise ValueError(f"block_shape must be two positive integers (m, n), got {block_shape!r}.")
+        self.block_shape = tuple(block_shape)
         self.slots, self.skipped = plan_blocks(self.components, self.block_shape)
         if not self.slots:
             raise ValueError(

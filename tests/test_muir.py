@@ -173,6 +173,8 @@ def test_bad_components_and_inputs_are_clear_errors():
         muir.reparameterize({})
     with pytest.raises(ValueError, match="Component 'layer' must be a built keras.Model, got Dense"):
         muir.reparameterize({"layer": keras.layers.Dense(4)})
+    with pytest.raises(ValueError, match=r"block_shape must be two positive integers \(m, n\), got \(0, 4\)"):
+        muir.reparameterize(domains(), block_shape=(0, 4))
     odd = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match=r"No kernel of the components divides into \(4, 4\) blocks"):
         muir.reparameterize({"odd": odd}, block_shape=(4, 4))
