@@ -4,7 +4,7 @@ Importing this package registers every dataset with mtlzoo (``load_dataset(name)
 TFDS builder with tensorflow-datasets (``tfds.load(name)``, offline).
 """
 
-from mtlzoo.data import kang, multi_mnist, school, tfds_builders  # noqa: F401  (registration)
+from mtlzoo.data import dna_motif, kang, multi_mnist, school, tfds_builders  # noqa: F401  (registration)
 from mtlzoo.data.base import (
     DATA_DIR_ENV,
     Dataset,
