@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import inspect
+import numbers
 import os
 from typing import Callable, Mapping
 
@@ -134,6 +135,15 @@ def load_dataset(name: str, **options) -> Dataset:
             f"Dataset {name!r} does not take option(s) {unknown}; it accepts {sorted(accepted)}."
         )
     return dataset_class(name)(**options)
+
+
+def check_int_option(dataset: str, option: str, value, *, minimum: int, or_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= ``minimum`` (or None, if allowed)."""
+    if or_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        also = " or None" if or_none else ""
+        raise ValueError(f"{dataset}: option {option} must be an integer >= {minimum}{also}, got {value!r}.")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None, subdir: str) -> str:

@@ -9,11 +9,9 @@ in for DeepBind-style protein-binding data, which cannot be downloaded here, and
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from mtlzoo.data.base import Dataset, MultiTaskArrays, register_dataset
+from mtlzoo.data.base import Dataset, MultiTaskArrays, check_int_option, register_dataset
 from mtlzoo.tasks import Task
 
 BASES = "ACGT"
@@ -37,8 +35,7 @@ class DnaMotif(Dataset):
         for name, value, minimum in (("seed", seed, 0), ("length", length, 1), ("motif_length", motif_length, 1),
                                      ("num_train", num_train, 2), ("num_validation", num_validation, 2),
                                      ("num_test", num_test, 2)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-                raise ValueError(f"dna_motif: option {name} must be an integer >= {minimum}, got {value!r}.")
+            check_int_option("dna_motif", name, value, minimum=minimum)
         if motif_length > length:
             raise ValueError(f"dna_motif: motif_length ({motif_length}) cannot exceed length ({length}).")
         if isinstance(concentration, bool) or not isinstance(concentration, (int, float)) or concentration <= 0:

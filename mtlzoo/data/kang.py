@@ -12,13 +12,12 @@ generator with the same structure and scales (``generate_kang_synthetic``) needs
 
 from __future__ import annotations
 
-import numbers
 import os
 import zipfile
 
 import numpy as np
 
-from mtlzoo.data.base import Dataset, MultiTaskArrays, register_dataset, resolve_data_dir
+from mtlzoo.data.base import Dataset, MultiTaskArrays, check_int_option, register_dataset, resolve_data_dir
 from mtlzoo.data.files import DataIntegrityError, verify_checksums
 from mtlzoo.tasks import Task
 
@@ -80,9 +79,9 @@ def generate_kang_synthetic(
     Returns the keys of ``KEYS`` as float64 arrays: ``train_X`` (30, num_train, 20), ``train_Y``
     (30, num_train), ``test_X`` (30, num_test, 20), ``test_Y`` (30, num_test), ``noisy_*_Y``.
     """
-    _check_int("seed", seed, minimum=0)
-    _check_int("num_train", num_train, minimum=1)
-    _check_int("num_test", num_test, minimum=1)
+    check_int_option("kang_synthetic", "seed", seed, minimum=0)
+    check_int_option("kang_synthetic", "num_train", num_train, minimum=1)
+    check_int_option("kang_synthetic", "num_test", num_test, minimum=1)
     rng = np.random.default_rng(seed)
     directions = rng.standard_normal((NUM_GROUPS, NUM_FEATURES))
     scales = np.abs(rng.normal(0.0, SCALE_STD, NUM_TASKS))
@@ -116,8 +115,8 @@ class KangSynthetic(Dataset):
             raise ValueError(f"kang_synthetic: option source={source!r} is invalid; expected one of {list(SOURCES)}.")
         if not isinstance(noisy, bool):
             raise ValueError(f"kang_synthetic: option noisy must be a bool, got {noisy!r}.")
-        _check_int("seed", seed, minimum=0)
-        _check_int("validation_per_task", validation_per_task, minimum=0)
+        check_int_option("kang_synthetic", "seed", seed, minimum=0)
+        check_int_option("kang_synthetic", "validation_per_task", validation_per_task, minimum=0)
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
             raise ValueError(f"kang_synthetic: option data_dir must be a path or None, got {data_dir!r}.")
         if data_dir is not None and source != "files":
@@ -241,8 +240,3 @@ def _check_arrays(arrays: dict[str, np.ndarray], path: str) -> None:
                 raise DataIntegrityError(
                     f"{path!r}: {key} has shape {arrays[key].shape}; expected {x.shape[:2]}.", path=path
                 )
-
-
-def _check_int(option: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"kang_synthetic: option {option} must be an integer >= {minimum}, got {value!r}.")

@@ -26,13 +26,12 @@ The images are read from the idx files in ``<root>/mnist/`` and ``<root>/fashion
 from __future__ import annotations
 
 import gzip
-import numbers
 import os
 import zlib
 
 import numpy as np
 
-from mtlzoo.data.base import Dataset, MultiTaskArrays, register_dataset, resolve_data_dir
+from mtlzoo.data.base import Dataset, MultiTaskArrays, check_int_option, register_dataset, resolve_data_dir
 from mtlzoo.data.files import DataIntegrityError, verify_checksums
 from mtlzoo.tasks import Task
 
@@ -201,9 +200,8 @@ class MultiImageDataset(Dataset):
             raise ValueError(f"{self.name}: option data_dir must be a path or None, got {data_dir!r}.")
         if data_dir is not None and source != "files":
             raise ValueError(f"{self.name}: option data_dir applies only to source='files'.")
-        self._check_int("seed", seed, minimum=0)
-        if max_examples is not None:
-            self._check_int("max_examples", max_examples, minimum=1, or_none=True)
+        check_int_option(self.name, "seed", seed, minimum=0)
+        check_int_option(self.name, "max_examples", max_examples, minimum=1, or_none=True)
         self.source = source
         self.data_dir = data_dir
         self.seed = seed
@@ -266,11 +264,6 @@ class MultiImageDataset(Dataset):
                 directory = _collection_dir(self.data_dir, collection)
             self._images[key] = read_images(collection, subset, directory, source=self.source)
         return self._images[key]
-
-    def _check_int(self, option: str, value, *, minimum: int, or_none: bool = False) -> None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            also = " or None" if or_none else ""
-            raise ValueError(f"{self.name}: option {option} must be an integer >= {minimum}{also}, got {value!r}.")
 
 
 @register_dataset("multi_mnist")

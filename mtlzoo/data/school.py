@@ -9,12 +9,11 @@ belongs to its school's task only (weight 0 for the others). ``school.mat`` is M
 
 from __future__ import annotations
 
-import numbers
 import os
 
 import numpy as np
 
-from mtlzoo.data.base import Dataset, MultiTaskArrays, register_dataset, resolve_data_dir
+from mtlzoo.data.base import Dataset, MultiTaskArrays, check_int_option, register_dataset, resolve_data_dir
 from mtlzoo.data.files import DataIntegrityError, verify_file
 from mtlzoo.tasks import Task
 
@@ -71,8 +70,7 @@ class School(Dataset):
                  test_fraction: float = 0.2):
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
             raise ValueError(f"school: option data_dir must be a path or None, got {data_dir!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"school: option seed must be an integer >= 0, got {seed!r}.")
+        check_int_option("school", "seed", seed, minimum=0)
         for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
                 raise ValueError(f"school: option {name} must be a number between 0 and 1, got {value!r}.")
