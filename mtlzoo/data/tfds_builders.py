@@ -33,6 +33,19 @@ _CITATION = """\
 """
 
 
+class _CodeHere:
+    """Builders of this module: ``code_path`` is this file.
+
+    TFDS 4.9.10's own ``code_path`` needs ``importlib_resources``, which it declares only for
+    Python < 3.9 (tensorflow/datasets#11212); this module's file is the right answer anyway.
+    """
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
+
 @dataclasses.dataclass(eq=False)
 class KangSyntheticConfig(tfds.core.BuilderConfig):
     """A ``kang_synthetic`` variant; the fields are ``KangSynthetic``'s options."""
@@ -43,7 +56,7 @@ class KangSyntheticConfig(tfds.core.BuilderConfig):
     validation_per_task: int = 5
 
 
-class KangSynthetic(tfds.core.GeneratorBasedBuilder):
+class KangSynthetic(_CodeHere, tfds.core.GeneratorBasedBuilder):
     """Kang et al. (ICML 2011): 30 linear regression tasks in 3 groups, one task per example."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -68,13 +81,6 @@ class KangSynthetic(tfds.core.GeneratorBasedBuilder):
         f"The clean and noisy configs read {kang.FILENAME} and its {kang.SUMS_FILENAME} from the "
         f"manual directory if it holds them, else from ${DATA_DIR_ENV}/{kang.SUBDIR}/."
     )
-
-    # TFDS 4.9.10's own code_path needs `importlib_resources`, which it declares only for
-    # Python < 3.9 (tensorflow/datasets#11212); this module's file is the right answer anyway.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         # Built directly: dataset_info_from_configs needs a TFDS package directory.
@@ -162,7 +168,7 @@ class MultiMnistConfig(tfds.core.BuilderConfig):
     max_examples: int | None = None
 
 
-class MultiImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class MultiImageBuilder(_CodeHere, tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared builder of the MultiMNIST family; each subclass names its ``DATASET_CLASS``.
 
     ``skip_registration`` keeps this base out of the TFDS registry; the subclasses register
@@ -188,12 +194,6 @@ class MultiImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         f"are read from mnist/ and fashion_mnist/ in the manual directory if it holds them, else "
         f"from ${DATA_DIR_ENV}/mnist/ and ${DATA_DIR_ENV}/fashion_mnist/."
     )
-
-    # As for KangSynthetic: TFDS 4.9.10's own code_path needs `importlib_resources`.
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         left, right = self.DATASET_CLASS.left_collection, self.DATASET_CLASS.right_collection
