@@ -131,14 +131,11 @@ def step_cost(data, steps: int = 2000) -> dict:
     plain = linear_tasks()
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss={t: "mse" for t in TASK_NAMES})
     reparameterized = muir_model(num_candidates=1)
-    times = {"plain": [], "muir": []}
-    for _ in range(3):  # alternate, so machine noise hits both
-        for name, model, wrap in (("plain", plain, False), ("muir", reparameterized, True)):
-            model.fit(repeated(data["train"], wrap), steps_per_epoch=100, epochs=1, verbose=0)  # warm
-            started = time.perf_counter()
-            model.fit(repeated(data["train"], wrap), steps_per_epoch=steps, epochs=1, verbose=0)
-            times[name].append((time.perf_counter() - started) / steps)
-    per_step = {k: float(np.median(v)) for k, v in times.items()}
+    per_step = results_io.seconds_per_step(
+        {"plain": (plain, lambda: repeated(data["train"], False)),
+         "muir": (reparameterized, lambda: repeated(data["train"], True))},
+        steps, warm_steps=100,
+    )
     return {
         "seconds_per_step": per_step,
         "ratio": per_step["muir"] / per_step["plain"],

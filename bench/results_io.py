@@ -28,3 +28,23 @@ def write(out: str | os.PathLike, report: dict, markdown: str) -> None:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+def seconds_per_step(runs: dict, steps: int, *, warm_steps: int = 20, rounds: int = 3) -> dict:
+    """Median seconds per training step of each ``{name: (model, make_dataset)}``, measured in turns.
+
+    The models alternate, ``rounds`` times, so that noise on a shared machine hits each alike;
+    every turn first fits ``warm_steps`` steps untimed.
+    """
+    import time
+
+    import numpy as np
+
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (model, make_dataset) in runs.items():
+            model.fit(make_dataset(), steps_per_epoch=warm_steps, epochs=1, verbose=0)
+            started = time.perf_counter()
+            model.fit(make_dataset(), steps_per_epoch=steps, epochs=1, verbose=0)
+            times[name].append((time.perf_counter() - started) / steps)
+    return {name: float(np.median(values)) for name, values in times.items()}

@@ -17,10 +17,18 @@ from mtlzoo.tasks import Task
 BACKBONES = ("auto", "mlp", "cnn")
 
 
-def mlp(x, units: Sequence[int], *, activation="relu", dropout: float = 0.0, prefix: str = "shared"):
-    """Dense layers of the given widths, with optional dropout after each."""
+def _call(layer, x, wrap):
+    return (wrap(layer) if wrap is not None else layer)(x)
+
+
+def mlp(x, units: Sequence[int], *, activation="relu", dropout: float = 0.0, prefix: str = "shared", wrap=None):
+    """Dense layers of the given widths, with optional dropout after each.
+
+    ``wrap(layer)``, if given, returns what to call in place of each weight layer (``cnn`` and
+    ``task_head`` take it too): the ``muir`` architecture generates their kernels that way.
+    """
     for i, width in enumerate(units):
-        x = keras.layers.Dense(width, activation=activation, name=f"{prefix}_dense_{i}")(x)
+        x = _call(keras.layers.Dense(width, activation=activation, name=f"{prefix}_dense_{i}"), x, wrap)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}")(x)
     return x
@@ -35,15 +43,17 @@ def cnn(
     activation="relu",
     dropout: float = 0.0,
     prefix: str = "shared",
+    wrap=None,
 ):
     """A small LeNet-style CNN: [conv, max-pool] per entry of ``filters``, flatten, dense ``units``."""
     if len(x.shape) == 3:  # (batch, H, W): add the channel axis
         x = keras.layers.Reshape((*x.shape[1:], 1), name=f"{prefix}_add_channel")(x)
     for i, f in enumerate(filters):
-        x = keras.layers.Conv2D(f, kernel_size, padding="same", activation=activation, name=f"{prefix}_conv_{i}")(x)
+        conv = keras.layers.Conv2D(f, kernel_size, padding="same", activation=activation, name=f"{prefix}_conv_{i}")
+        x = _call(conv, x, wrap)
         x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool_{i}")(x)
     x = keras.layers.Flatten(name=f"{prefix}_flatten")(x)
-    return mlp(x, units, activation=activation, dropout=dropout, prefix=prefix)
+    return mlp(x, units, activation=activation, dropout=dropout, prefix=prefix, wrap=wrap)
 
 
 def join_inputs(inputs, architecture: str):
@@ -79,13 +89,13 @@ def resolve_backbone(kind: str, rank: int) -> str:
     return kind
 
 
-def task_head(x, task: Task, units: Sequence[int] = (), *, activation="relu", dropout: float = 0.0):
+def task_head(x, task: Task, units: Sequence[int] = (), *, activation="relu", dropout: float = 0.0, wrap=None):
     """Task-specific dense layers ending in the task's raw output, named after the task.
 
     The output layer computes in float32 so that mixed-precision models still emit float32.
     """
-    x = mlp(x, units, activation=activation, dropout=dropout, prefix=f"{task.name}_head")
-    return keras.layers.Dense(task.output_size, name=task.name, dtype="float32")(x)
+    x = mlp(x, units, activation=activation, dropout=dropout, prefix=f"{task.name}_head", wrap=wrap)
+    return _call(keras.layers.Dense(task.output_size, name=task.name, dtype="float32"), x, wrap)
 
 
 def columns(

@@ -44,6 +44,8 @@ class TrainingConfig:
     strategy: str = "auto"
     shuffle: bool = True
     validation_split: str = "validation"
+    steps_per_epoch: int | None = None
+    alignment_search: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +178,8 @@ _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "strategy": (lambda v: v in STRATEGIES, f"one of {list(STRATEGIES)}"),
     "shuffle": (lambda v: isinstance(v, bool), "true or false"),
     "validation_split": (lambda v: isinstance(v, str), "a split name"),
+    "steps_per_epoch": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null (one pass)"),
+    "alignment_search": (lambda v: v is None or isinstance(v, Mapping), "a mapping of AlignmentSearch options"),
 }
 
 
@@ -253,11 +257,24 @@ def _training(c: _Checker, raw, dataset: data_base.Dataset) -> TrainingConfig:
         if not check(value):
             c.fail(f"training.{k}", f"expected {expected}, got {_describe(value)}")
     config = TrainingConfig(**section)
+    if config.alignment_search is not None:
+        _check_alignment_search(c, config.alignment_search)
     if config.validation_split not in dataset.splits:
         c.fail("training.validation_split", f"dataset {dataset.name!r} has splits {list(dataset.splits)}")
     if isinstance(config.learning_rate, int):
         config = dataclasses.replace(config, learning_rate=float(config.learning_rate))
     return config
+
+
+def _check_alignment_search(c: _Checker, options: Mapping) -> None:
+    from mtlzoo.muir import AlignmentSearch
+
+    accepted = [p for p in inspect.signature(AlignmentSearch).parameters if p != "monitor"]
+    c.keys(options, "training.alignment_search", accepted)
+    try:
+        AlignmentSearch(**options)
+    except (ValueError, TypeError) as e:
+        c.fail("training.alignment_search", str(e))
 
 
 def _string(c: _Checker, section: Mapping, key: str, prefix: str, default: str) -> str:

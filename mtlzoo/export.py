@@ -148,6 +148,20 @@ def _check_dict_outputs(model) -> None:
 # Writing
 
 
+def _without_hypernetwork(model: keras.Model) -> keras.Model:
+    """A MUiR model's generated kernels written into an ordinary copy: serving needs no bank."""
+    from mtlzoo import muir
+
+    if isinstance(model, muir.MuirModel):
+        raise ExportError(
+            "A MuirModel joins models of several domains; export each one from model.freeze() "
+            "(a {component: keras.Model} dict)."
+        )
+    if any(isinstance(layer, muir.HypermoduleBank) for layer in getattr(model, "layers", [])):
+        return muir.freeze(model)
+    return model
+
+
 def existing_versions(base_dir: str | os.PathLike) -> list[int]:
     """Integer version directories under ``base_dir``, ascending."""
     base = Path(base_dir)
@@ -180,6 +194,7 @@ def export_saved_model(
             "SavedModel export needs the TensorFlow backend; save a .keras file on this backend "
             "and export it where KERAS_BACKEND=tensorflow (the file loads on either backend)."
         )
+    model = _without_hypernetwork(model)
     names = serving_output_names(model)
     specs = input_specs(model)
     warmup = check_inputs(specs, warmup_inputs, "warmup input") if warmup_inputs is not None else None

@@ -11,6 +11,10 @@ The component models are not rewritten: on every call their reparameterized kern
 substituted by the generated ones (``keras.StatelessScope``), so any architecture works and
 the gradient reaches the bank. ``MuirModel.freeze()`` writes the generated kernels into copies
 of the components: ordinary models, with no hypernetwork left, to export and serve.
+
+Inside one functional model (the registered ``muir`` architecture) the bank is a layer and each
+generated layer a ``Reparameterized`` wrapper; ``freeze(model)`` turns that into the plain
+model, and ``find_bank``, ``sharing`` and ``sharing_summary`` work on both kinds.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from mtlzoo.layers.hypermodules import HypermoduleBank
-
-REPARAMETERIZED = ("kernel", "recurrent_kernel")
+from mtlzoo.layers.hypermodules import (  # noqa: F401  (block helpers are part of this module's API)
+    REPARAMETERIZED, HypermoduleBank, Reparameterized, assemble, block_count, call_with, split,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,35 +51,6 @@ class BlockSlot:
     def fan_in(self) -> int:
         """Inputs feeding one output unit: the He initialisation's fan-in."""
         return int(np.prod(self.shape[:-1]))
-
-
-def block_count(shape: Sequence[int], block_shape: Sequence[int]) -> int | None:
-    """How many (m, n) blocks a kernel of ``shape`` cuts into, or None if it does not divide."""
-    m, n = block_shape
-    if len(shape) < 2 or shape[-1] % m or shape[-2] % n:
-        return None
-    return int(np.prod(shape[:-2], dtype=np.int64)) * (shape[-1] // m) * (shape[-2] // n)
-
-
-def assemble(blocks, shape: Sequence[int]):
-    """The kernel of ``shape`` from its blocks (count, m, n), as laid out in ``BlockSlot``."""
-    count, m, n = blocks.shape
-    *positions, fan_in, fan_out = shape
-    p = len(positions)
-    grid = ops.reshape(blocks, (*positions, fan_out // m, fan_in // n, m, n))
-    # (..., out block, in block, m, n) -> (..., in block, n, out block, m) -> (..., fan_in, fan_out)
-    grid = ops.transpose(grid, (*range(p), p + 1, p + 3, p, p + 2))
-    return ops.reshape(grid, tuple(shape))
-
-
-def split(kernel: np.ndarray, block_shape: Sequence[int]) -> np.ndarray:
-    """The inverse of ``assemble``: a kernel's blocks, shape (count, m, n)."""
-    m, n = block_shape
-    *positions, fan_in, fan_out = kernel.shape
-    p = len(positions)
-    grid = np.reshape(kernel, (*positions, fan_in // n, n, fan_out // m, m))
-    grid = np.transpose(grid, (*range(p), p + 2, p, p + 3, p + 1))
-    return np.reshape(grid, (-1, m, n))
 
 
 def plan_blocks(components: Mapping[str, keras.Model], block_shape: Sequence[int]) -> tuple[list[BlockSlot], list[str]]:
@@ -168,7 +143,7 @@ class MuirModel(keras.Model):
         outputs = {}
         for name, model in self.components.items():
             generated = [(v, kernels[f"{name}:{v.path}"]) for v in model.weights if id(v) in self._replaced]
-            result = _call_with(model, generated, inputs[name], training)
+            result = call_with(model, generated, inputs[name], training)
             outputs.update(result if isinstance(result, dict) else {name: result})
         return outputs
 
@@ -180,50 +155,20 @@ class MuirModel(keras.Model):
         kernels = {k: ops.convert_to_numpy(v) for k, v in self.generated_kernels().items()}
         frozen = {}
         for name, model in self.components.items():
-            # A round trip through the config keeps the model's class (a MultiTaskModel stays one).
-            copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
-            values = [
-                kernels[f"{name}:{v.path}"] if id(v) in self._replaced else ops.convert_to_numpy(v)
-                for v in model.weights
-            ]
-            copy.set_weights(values)
-            frozen[name] = copy
+            frozen[name] = copy = _copy(model)
+            for variable, original in zip(copy.weights, model.weights):
+                if id(original) in self._replaced:
+                    variable.assign(kernels[f"{name}:{original.path}"])
+                    variable.trainable = True
         return frozen
 
     def sharing(self) -> dict[str, np.ndarray]:
         """``{"component:path": hypermodule index of each block}`` (incumbents, psi)."""
-        psi = self.bank.incumbents()
-        return {f"{s.component}:{s.path}": psi[s.offset:s.offset + s.count] for s in self.slots}
+        return sharing(self)
 
     def sharing_summary(self) -> dict:
-        """How the blocks share hypermodules: counts overall and across components and kernels.
-
-        Returns ``{"blocks", "hypermodules_in_use", "shared_hypermodules"`` (used by more than one
-        block), ``"cross_component"`` (``{hypermodule: [components]}`` for those used by several
-        components, e.g. across domains), ``"kernel_pairs"`` (``{"a | b": hypermodules both
-        kernels use}``)``}``.
-        """
-        psi = self.bank.incumbents()
-        users: dict[int, set] = {}
-        kernels: dict[int, set] = {}
-        for slot in self.slots:
-            for k in psi[slot.offset:slot.offset + slot.count].tolist():
-                users.setdefault(k, set()).add(slot.component)
-                kernels.setdefault(k, set()).add(f"{slot.component}:{slot.path}")
-        counts = np.bincount(psi, minlength=self.bank.num_hypermodules)
-        pairs: dict[str, int] = {}
-        for names in kernels.values():
-            ordered = sorted(names)
-            for i, a in enumerate(ordered):
-                for b in ordered[i + 1:]:
-                    pairs[f"{a} | {b}"] = pairs.get(f"{a} | {b}", 0) + 1
-        return {
-            "blocks": int(len(psi)),
-            "hypermodules_in_use": int(np.count_nonzero(counts)),
-            "shared_hypermodules": int(np.count_nonzero(counts > 1)),
-            "cross_component": {k: sorted(v) for k, v in sorted(users.items()) if len(v) > 1},
-            "kernel_pairs": dict(sorted(pairs.items())),
-        }
+        """How the blocks share hypermodules; see ``mtlzoo.muir.sharing_summary``."""
+        return sharing_summary(self)
 
     def get_config(self) -> dict:
         return {
@@ -246,22 +191,119 @@ class MuirModel(keras.Model):
         return cls(**config)
 
 
-def _call_with(model: keras.Model, generated: list, inputs, training):
-    """``model(inputs)`` with the kernels in ``generated`` substituted, updates kept.
+def find_bank(model: keras.Model) -> HypermoduleBank:
+    """The one ``HypermoduleBank`` of a ``MuirModel`` or of a functional model that calls one."""
+    if isinstance(getattr(model, "bank", None), HypermoduleBank):
+        return model.bank
+    banks = [layer for layer in getattr(model, "layers", []) if isinstance(layer, HypermoduleBank)]
+    if len(banks) != 1:
+        raise ValueError(
+            f"Expected a MUiR model (a MuirModel, or a model calling one HypermoduleBank), but "
+            f"{getattr(model, 'name', model)!r} has {len(banks)} banks."
+        )
+    return banks[0]
 
-    A StatelessScope sees only its own mapping, so every other variable is mapped to its
-    current value too (inside an enclosing scope, as JAX training uses, that is the traced
-    value); state the call updates (dropout seeds, moving statistics) is written back after.
+
+def block_slots(model: keras.Model) -> list[BlockSlot]:
+    """Where every generated kernel of ``model`` takes its blocks from the bank.
+
+    For a functional model the component is each ``Reparameterized`` layer's ``group``.
     """
-    substituted = {id(v) for v, _ in generated}
-    others = [v for v in model.variables if id(v) not in substituted]
-    mapping = [(v, v.value) for v in others] + list(generated)
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        outputs = model(inputs, training=training)
-    for variable in others:
-        if not variable.trainable:
-            variable.assign(scope.get_current_value(variable))
-    return outputs
+    if isinstance(model, MuirModel):
+        return list(model.slots)
+    slots = []
+    for layer in model.layers:
+        if isinstance(layer, Reparameterized):
+            offset = layer.offset
+            for variable, count in zip(layer.kernels, layer.counts):
+                path = variable.path.removeprefix(f"{layer.name}/")  # the wrapped layer's own path
+                slots.append(BlockSlot(layer.group, path, tuple(variable.shape), offset, count))
+                offset += count
+    return slots
+
+
+def sharing(model: keras.Model) -> dict[str, np.ndarray]:
+    """``{"component:path": hypermodule index of each block}`` (the incumbents, psi)."""
+    psi = find_bank(model).incumbents()
+    return {f"{s.component}:{s.path}": psi[s.offset:s.offset + s.count] for s in block_slots(model)}
+
+
+
+def sharing_summary(model: keras.Model) -> dict:
+    """How the blocks of ``model`` share hypermodules: overall, across components and kernels.
+
+    Returns ``{"blocks", "hypermodules_in_use", "shared_hypermodules"`` (used by more than one
+    block), ``"cross_component"`` (``{hypermodule: [components]}`` for those used by several
+    components, e.g. across domains), ``"kernel_pairs"`` (``{"a | b": hypermodules both
+    kernels use}``)``}``.
+    """
+    bank = find_bank(model)
+    psi = bank.incumbents()
+    users: dict[int, set] = {}
+    kernels: dict[int, set] = {}
+    for slot in block_slots(model):
+        for k in psi[slot.offset:slot.offset + slot.count].tolist():
+            users.setdefault(k, set()).add(slot.component)
+            kernels.setdefault(k, set()).add(f"{slot.component}:{slot.path}")
+    counts = np.bincount(psi, minlength=bank.num_hypermodules)
+    pairs: dict[str, int] = {}
+    for names in kernels.values():
+        ordered = sorted(names)
+        for i, a in enumerate(ordered):
+            for b in ordered[i + 1:]:
+                pairs[f"{a} | {b}"] = pairs.get(f"{a} | {b}", 0) + 1
+    return {
+        "blocks": int(len(psi)),
+        "hypermodules_in_use": int(np.count_nonzero(counts)),
+        "shared_hypermodules": int(np.count_nonzero(counts > 1)),
+        "cross_component": {k: sorted(v) for k, v in sorted(users.items()) if len(v) > 1},
+        "kernel_pairs": dict(sorted(pairs.items())),
+    }
+
+
+
+def freeze(model: keras.Model):
+    """An ordinary copy of a MUiR model with the generated kernels written in: no bank left.
+
+    A ``MuirModel`` gives ``{component: model}`` (``MuirModel.freeze``). A functional model with
+    ``Reparameterized`` layers (the ``muir`` architecture) gives one model of the same class,
+    tasks kept, in which every wrapped layer is the plain layer again; it answers exactly as
+    the original does in inference mode.
+    """
+    if isinstance(model, MuirModel):
+        return model.freeze()
+    blocks = find_bank(model).call()
+    generated = [[ops.convert_to_numpy(value) for _, value in layer.generated(blocks)]
+                 for layer in model.layers if isinstance(layer, Reparameterized)]
+    copy = _copy(model)
+    unwrapped = set()
+    for layer, values in zip([l for l in copy.layers if isinstance(l, Reparameterized)], generated):
+        for variable, value in zip(layer.kernels, values):
+            variable.assign(value)
+            variable.trainable = True
+        unwrapped.add(id(layer.layer))
+
+    def call_function(layer, *args, **kwargs):
+        if isinstance(layer, HypermoduleBank):
+            return args[0]  # a stand-in: nothing reads the blocks any more, so the bank drops out
+        if id(layer) in unwrapped:
+            return layer(args[0][0], **kwargs)
+        return layer(*args, **kwargs)
+
+    frozen = keras.models.clone_model(
+        copy, clone_function=lambda layer: layer.layer if isinstance(layer, Reparameterized) else layer,
+        call_function=call_function,
+    )
+    if hasattr(model, "tasks"):
+        frozen = type(model)(inputs=frozen.input, outputs=frozen.output, tasks=model.tasks, name=model.name)
+    return frozen
+
+
+def _copy(model: keras.Model) -> keras.Model:
+    """An independent, uncompiled copy with the same weights and class."""
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 class AlignmentSearch(keras.callbacks.Callback):
@@ -277,14 +319,21 @@ class AlignmentSearch(keras.callbacks.Callback):
     ``num_candidates - 1``.
 
     With ``monitor`` (default ``"val_loss"``, from ``fit``'s validation data) the best
-    generation's weights and alignment are restored when training ends, as in the paper.
-    The search state lives in the bank's variables (assignment, logits, generation), so it is
-    saved with the model and a resumed run continues where it stopped.
+    generation's weights and alignment are restored when the search ends, as in the paper:
+    after ``generations`` generations, the later epochs then training that alignment without
+    challengers, or (``generations=None``) when training ends. The search state lives in the
+    bank's variables (assignment, logits, generation), so it is saved with the model and a
+    resumed run continues where it stopped.
     """
 
     def __init__(self, challenger_share: float | None = 0.5, location_fraction: float = 0.5,
-                 fresh_probability: float = 0.01, monitor: str | None = "val_loss", seed: int = 0):
+                 fresh_probability: float = 0.01, monitor: str | None = "val_loss", seed: int = 0,
+                 generations: int | None = None):
         super().__init__()
+        if generations is not None and (isinstance(generations, bool) or not isinstance(generations, int)
+                                        or generations < 1):
+            raise ValueError(f"generations must be None or a positive integer, got {generations!r}.")
+        self.generations = generations
         for name, value in (("location_fraction", location_fraction), ("fresh_probability", fresh_probability)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}.")
@@ -298,13 +347,11 @@ class AlignmentSearch(keras.callbacks.Callback):
         self.history: list[dict] = []
         self.best_generation: int | None = None
         self._best: tuple[float, list] | None = None
+        self._in_generation = False
 
     @property
     def bank(self) -> HypermoduleBank:
-        bank = getattr(self.model, "bank", None)
-        if not isinstance(bank, HypermoduleBank):
-            raise ValueError("AlignmentSearch needs a MuirModel (a model with a HypermoduleBank as .bank).")
-        return bank
+        return find_bank(self.model)
 
     def on_train_begin(self, logs=None):
         if self.bank.num_candidates < 2:
@@ -313,10 +360,18 @@ class AlignmentSearch(keras.callbacks.Callback):
             )
         self._best = None
 
+    def searching(self) -> bool:
+        """Whether generations remain (counted by the bank, so it holds across resumptions)."""
+        return self.generations is None or int(ops.convert_to_numpy(self.bank.generation)) < self.generations
+
     def on_epoch_begin(self, epoch, logs=None):
-        self.start_generation()
+        self._in_generation = self.searching()
+        if self._in_generation:
+            self.start_generation()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self._in_generation:
+            return
         self.keep_winners()
         psi = self.bank.incumbents()
         record = {"generation": int(ops.convert_to_numpy(self.bank.generation)),
@@ -333,10 +388,23 @@ class AlignmentSearch(keras.callbacks.Callback):
                 self._best = (record[self.monitor], self.model.get_weights())
                 self.best_generation = record["generation"]
         self.history.append(record)
+        if not self.searching():
+            self.restore_best()
 
     def on_train_end(self, logs=None):
+        self.restore_best()
+
+    def restore_best(self) -> None:
+        """Back to the best generation's weights and alignment, if one was scored.
+
+        The generation counter is not rolled back: it counts the generations run, so a finished
+        search stays finished.
+        """
         if self._best is not None:
+            generation = int(ops.convert_to_numpy(self.bank.generation))
             self.model.set_weights(self._best[1])
+            self.bank.generation.assign(generation)
+            self._best = None
 
     def keep_winners(self) -> None:
         """Each location keeps its highest-weighted candidate; the challengers are dropped."""

@@ -12,7 +12,8 @@ from mtlzoo.tasks import Task
 TASKS = [Task("digit", "classification", num_classes=4), Task("odd", "binary"), Task("size", "regression", units=2)]
 INPUTS = {"vector": {"features": (6,)}, "image": {"image": (12, 12, 1)}}
 # Small sizes, accepted by every architecture that has these parameters.
-SMALL = {"filters": [4, 8], "units": [8], "shared_units": [8], "expert_units": [8], "num_experts": 2}
+SMALL = {"filters": [4, 8], "units": [8], "shared_units": [8], "expert_units": [8], "num_experts": 2,
+         "block_shape": [4, 4], "context_size": 2}
 
 
 def small_params(name):

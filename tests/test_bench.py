@@ -42,3 +42,17 @@ def test_muir_kang_quick_run_beats_single_task(data_dir):
     # Even 20 generations of alignment search beat 30 separate linear models from 10 examples each.
     assert shared < 0.6 * single
     assert "Cost of reparameterization" in proc.stdout
+
+
+def test_muir_cross_domain_quick_run_shares_across_domains(data_dir):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "muir_cross_domain.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "test " in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["digits", "school", "dna"]
+    # The three domains' blocks, in one bank: 410 (conv + dense), 32 (two 64x64 dense), 52 (conv1d + LSTM).
+    assert [row.split("|")[5].strip() for row in rows] == ["410", "32", "52"]
+    assert "Hypermodules generating blocks of several domains" in proc.stdout
+    assert "Cost of reparameterization" in proc.stdout

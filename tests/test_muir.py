@@ -244,20 +244,24 @@ def test_search_runs_in_fit_keeps_the_best_generation_and_resumes(tmp_path):
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     data = ({"net": {"x": x}}, y)
     search = muir.AlignmentSearch(location_fraction=1.0)
-    model.fit(*data, epochs=4, batch_size=8, validation_data=data, callbacks=[search], verbose=0)
+    answers = {}  # after each generation's winners are kept
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: answers.update({epoch + 1: model.predict(data[0], verbose=0)}))
+    model.fit(*data, epochs=4, batch_size=8, validation_data=data, callbacks=[search, record], verbose=0)
     assert [h["generation"] for h in search.history] == [1, 2, 3, 4]
     best = min(search.history, key=lambda h: h["val_loss"])
     assignment = keras.ops.convert_to_numpy(model.bank.assignment)
     assert (assignment == assignment[:, :1]).all()  # one hypermodule per block after training
-    assert int(keras.ops.convert_to_numpy(model.bank.generation)) == best["generation"]
+    assert int(keras.ops.convert_to_numpy(model.bank.generation)) == 4  # generations run, kept on restoring
     assert search.best_generation == best["generation"]
+    np.testing.assert_array_equal(model.predict(data[0], verbose=0)["net"], answers[best["generation"]]["net"])
     model.save(tmp_path / "search.keras")
     resumed = keras.saving.load_model(tmp_path / "search.keras")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(resumed.bank.assignment), assignment)
     assert resumed.bank.mix_lr_multiplier == 10.0
     more = muir.AlignmentSearch(location_fraction=1.0, monitor=None)
     resumed.fit(*data, epochs=2, batch_size=8, callbacks=[more], verbose=0)
-    assert [h["generation"] for h in more.history] == [best["generation"] + 1, best["generation"] + 2]
+    assert [h["generation"] for h in more.history] == [5, 6]
     with pytest.raises(ValueError, match="monitors 'val_loss', which fit did not report"):
         resumed.fit(*data, epochs=1, batch_size=8, callbacks=[muir.AlignmentSearch()], verbose=0)
     with pytest.raises(ValueError, match="needs challengers"):

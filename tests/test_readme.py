@@ -57,3 +57,15 @@ def test_sharing_schemes_example_runs():
     assert sorted(gates) == ["digit", "ink", "is_even"] and gates["digit"].shape == (8, 3)
     np.testing.assert_allclose(gates["digit"].sum(axis=1), 1.0, atol=1e-5)
     assert isinstance(namespace["linear"].kernel_regularizer, mtlzoo.regularizers.GroupLasso)
+
+
+def test_muir_example_runs():
+    source = code_block("MUiR: one hypermodule bank", "python")
+    short = source.replace("epochs=300", "epochs=3, verbose=0").replace("steps_per_epoch=100", "steps_per_epoch=5")
+    short = short.replace("generations=100", "generations=2")
+    assert short.count("epochs=3") == 1 and short.count("generations=2") == 1
+    namespace = {}
+    exec(compile(short, "README.md", "exec"), namespace)
+    assert [h["generation"] for h in namespace["search"].history] == [1, 2]
+    summary = namespace["muir"].sharing_summary(namespace["model"])
+    assert summary["blocks"] == 30 and summary["hypermodules_in_use"] <= 30

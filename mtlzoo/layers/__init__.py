@@ -3,7 +3,7 @@
 from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
 from mtlzoo.layers.cross_stitch import CrossStitch
 from mtlzoo.layers.experts import MixtureOfExperts, ProgressiveLayeredExtraction
-from mtlzoo.layers.hypermodules import HypermoduleBank
+from mtlzoo.layers.hypermodules import HypermoduleBank, Reparameterized
 
 __all__ = [
     "CrossStitch",
@@ -12,4 +12,5 @@ __all__ = [
     "PerTaskConv2D",
     "PerTaskDense",
     "ProgressiveLayeredExtraction",
+    "Reparameterized",
 ]

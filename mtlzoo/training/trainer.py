@@ -22,6 +22,7 @@ import keras
 
 from mtlzoo import io, registry
 from mtlzoo.config import Recipe, TrainingConfig, dump_recipe, load_recipe
+from mtlzoo.muir import AlignmentSearch
 from mtlzoo.training import callbacks as mtl_callbacks
 from mtlzoo.training.strategies import make_strategy, num_replicas, strategy_scope
 
@@ -125,12 +126,19 @@ def train(
     dump_recipe(recipe, run_dir / RECIPE_FILE)
 
     callbacks = [recorder, mtl_callbacks.TaskProgbar(names)]
+    if config.alignment_search is not None:
+        # MUiR: one epoch is one generation; the best (by val_loss) is restored when the search ends.
+        callbacks.insert(0, AlignmentSearch(**config.alignment_search))
     if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
 
     started = time.perf_counter()
+    train_batches = train_data.to_tf_dataset(config.batch_size, shuffle=config.shuffle, seed=config.seed)
+    if config.steps_per_epoch is not None:
+        train_batches = train_batches.repeat()
     model.fit(
-        train_data.to_tf_dataset(config.batch_size, shuffle=config.shuffle, seed=config.seed),
+        train_batches,
+        steps_per_epoch=config.steps_per_epoch,
         validation_data=val_data.to_tf_dataset(config.batch_size),
         epochs=total_epochs,
         initial_epoch=initial_epoch,
