@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a recipe into a run directory")
     p.add_argument("config", help="YAML recipe, e.g. zoo_configs/kang_hard_sharing.yaml")
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
-    p.add_argument("--strategy", choices=("auto", "one_device", "mirrored"), default=None,
+    p.add_argument("--strategy", choices=("auto", "one_device", "mirrored", "multi_worker", "tpu", "parameter_server"), default=None,
                    help="overrides training.strategy")
     p.add_argument("--epochs", type=int, default=None, help="overrides training.epochs")
     mode = p.add_mutually_exclusive_group()

@@ -23,6 +23,7 @@ from mtlzoo.tasks import Task
 from mtlzoo.training.strategies import STRATEGIES
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,7 @@ class TrainingConfig:
     shuffle: bool = True
     validation_split: str = "validation"
     steps_per_epoch: int | None = None
+    precision: str = "float32"
     alignment_search: Mapping[str, Any] | None = None
 
 
@@ -179,6 +181,7 @@ _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shuffle": (lambda v: isinstance(v, bool), "true or false"),
     "validation_split": (lambda v: isinstance(v, str), "a split name"),
     "steps_per_epoch": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null (one pass)"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}"),
     "alignment_search": (lambda v: v is None or isinstance(v, Mapping), "a mapping of AlignmentSearch options"),
 }
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO
 from helpers import small_recipe
 from mtlzoo.training import trainer
 from mtlzoo.training.strategies import make_strategy
@@ -98,3 +99,26 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
     # the result equals one-device training up to float32 summation order.
     assert max_abs_diff(weights_of(one), weights_of(two)) < 1e-5
     assert int(one.optimizer.iterations.numpy()) == int(two.optimizer.iterations.numpy())
+
+
+def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path, run_python):
+    run_python("""
+        import json, keras, numpy as np
+        from helpers import small_recipe
+        from mtlzoo.training import trainer
+        recipe = small_recipe(epochs=3, shuffle=False)
+        two = trainer.train(recipe, "two", strategy="auto", verbose=0)
+        one = trainer.train(recipe, "one", strategy="one_device", verbose=0)
+        assert json.load(open("two/run.json"))["replicas"] == 2
+        assert json.load(open("one/run.json"))["replicas"] == 1
+        kernel = two.get_layer("shared_dense_0").kernel.value
+        assert len(kernel.sharding.device_set) == 2  # replicated on both devices
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(two.get_weights(), one.get_weights()))
+        assert diff < 1e-5, diff
+        np.save("answer.npy", two.predict({"features": np.ones((4, 20), "float32")}, verbose=0)["task_00"])
+        """, backend="jax", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                                 "PYTHONPATH": f"{REPO / 'tests'}"})
+    # The weights move to TensorFlow: the same run directory loads and answers alike there.
+    _, model = trainer.load_run(tmp_path / "two")
+    answer = model.predict({"features": np.ones((4, 20), "float32")}, verbose=0)["task_00"]
+    np.testing.assert_allclose(answer, np.load(tmp_path / "answer.npy"), atol=1e-5)

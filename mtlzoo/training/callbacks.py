@@ -60,12 +60,14 @@ class RunRecorder(keras.callbacks.Callback):
     """After every epoch: the model (with optimizer state) and the history so far, atomically.
 
     ``checkpoints/last.keras`` plus ``checkpoints/state.json`` (epochs done, history) are what
-    ``mtlzoo train --resume`` restarts from; ``history.json`` is the per-epoch log.
+    ``mtlzoo train --resume`` restarts from; ``history.json`` is the per-epoch log. With
+    ``writes=False`` (multi-worker workers other than the chief) it only keeps the history.
     """
 
-    def __init__(self, run_dir, history: dict | None = None):
+    def __init__(self, run_dir, history: dict | None = None, writes: bool = True):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.writes = writes
         self.history = {k: list(v) for k, v in (history or {}).items()}
 
     @property
@@ -79,6 +81,8 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
+        if not self.writes:
+            return
         io.save_model(self.model, self.checkpoint_path)
         # The state names the checkpoint it belongs to only after that checkpoint is complete.
         io.write_json(self.state_path, {"epochs_done": epoch + 1, "history": self.history})

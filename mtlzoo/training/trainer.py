@@ -12,6 +12,7 @@ A run directory holds everything later commands need::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
@@ -24,7 +25,8 @@ from mtlzoo import io, registry
 from mtlzoo.config import Recipe, TrainingConfig, dump_recipe, load_recipe
 from mtlzoo.muir import AlignmentSearch
 from mtlzoo.training import callbacks as mtl_callbacks
-from mtlzoo.training.strategies import make_strategy, num_replicas, strategy_scope
+from mtlzoo.training import multi_worker
+from mtlzoo.training.strategies import fit_scope, make_strategy, num_replicas, strategy_scope
 
 RECIPE_FILE = "recipe.yaml"
 MODEL_FILE = "model.keras"
@@ -44,10 +46,27 @@ def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
     return classes[config.optimizer](learning_rate=config.learning_rate)
 
 
+@contextlib.contextmanager
+def precision(policy: str):
+    """Build (or load) models under the dtype policy ``policy``, restoring the global one after.
+
+    Under ``mixed_float16`` or ``mixed_bfloat16`` the layers compute in half precision with
+    float32 weights; task outputs stay float32, and ``compile`` adds loss scaling for float16
+    (also when a checkpoint is loaded to resume).
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_model(recipe: Recipe, input_spec) -> keras.Model:
-    """The recipe's architecture for its tasks, compiled with each task's defaults."""
-    model = registry.create_model(recipe.architecture, recipe.tasks, input_spec, **recipe.params)
-    model.compile(optimizer=make_optimizer(recipe.training))
+    """The recipe's architecture for its tasks, compiled with each task's defaults and precision."""
+    with precision(recipe.training.precision):
+        model = registry.create_model(recipe.architecture, recipe.tasks, input_spec, **recipe.params)
+        model.compile(optimizer=make_optimizer(recipe.training))
     return model
 
 
@@ -78,7 +97,10 @@ def train(
     """Train ``recipe`` into ``run_dir`` and return the trained model.
 
     Args:
-        strategy: overrides ``training.strategy`` (``auto``, ``one_device``, ``mirrored``).
+        strategy: overrides ``training.strategy`` (``auto``, ``one_device``, ``mirrored``,
+            ``multi_worker``: run the same command on every worker of ``TF_CONFIG``, with a
+            ``run_dir`` on storage all of them see; only the chief writes it, and a resumed run
+            restarts every worker from the chief's checkpoint).
         epochs: overrides ``training.epochs`` (the total, also when resuming).
         resume: continue from ``run_dir/checkpoints`` (optimizer state included).
         overwrite: delete an existing run in ``run_dir`` first (only if it holds a recipe.yaml).
@@ -87,12 +109,14 @@ def train(
     run_dir = Path(run_dir)
     config = recipe.training
     total_epochs = epochs if epochs is not None else config.epochs
-    recorder = mtl_callbacks.RunRecorder(run_dir)
+    strategy_name = strategy or config.strategy
+    writer = strategy_name != "multi_worker" or multi_worker.is_chief()
+    recorder = mtl_callbacks.RunRecorder(run_dir, writes=writer)
     if resume:
         if not recorder.state_path.exists():
             raise RunDirError(f"Nothing to resume: {str(recorder.state_path)!r} does not exist.")
         _check_resumable(recipe, run_dir)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif writer and run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise RunDirError(
                 f"Run directory {str(run_dir)!r} is not empty; choose another --out, or pass "
@@ -111,7 +135,6 @@ def train(
     train_data = dataset.load("train").select(names)
     val_data = dataset.load(config.validation_split).select(names)
 
-    strategy_name = strategy or config.strategy
     tf_strategy = make_strategy(strategy_name)
     initial_epoch = 0
     with strategy_scope(tf_strategy):
@@ -119,34 +142,43 @@ def train(
             state = json.loads(recorder.state_path.read_text())
             initial_epoch = state["epochs_done"]
             recorder.history = state["history"]
-            model = keras.saving.load_model(recorder.checkpoint_path)
+            with precision(config.precision):
+                model = keras.saving.load_model(recorder.checkpoint_path)
         else:
             model = build_model(recipe, dataset.input_spec())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_recipe(recipe, run_dir / RECIPE_FILE)
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_recipe(recipe, run_dir / RECIPE_FILE)
 
     callbacks = [recorder, mtl_callbacks.TaskProgbar(names)]
     if config.alignment_search is not None:
         # MUiR: one epoch is one generation; the best (by val_loss) is restored when the search ends.
         callbacks.insert(0, AlignmentSearch(**config.alignment_search))
-    if keras.backend.backend() == "tensorflow":
+    if writer and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
 
     started = time.perf_counter()
+    # batch_size is the global batch: each step splits it over all replicas of all workers.
     train_batches = train_data.to_tf_dataset(config.batch_size, shuffle=config.shuffle, seed=config.seed)
+    val_batches = val_data.to_tf_dataset(config.batch_size)
     if config.steps_per_epoch is not None:
         train_batches = train_batches.repeat()
-    model.fit(
-        train_batches,
-        steps_per_epoch=config.steps_per_epoch,
-        validation_data=val_data.to_tf_dataset(config.batch_size),
-        epochs=total_epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot shuffle a Dataset
-    )
+    if strategy_name == "multi_worker":
+        train_batches, val_batches = multi_worker.shard_by_data(train_batches), multi_worker.shard_by_data(val_batches)
+    with fit_scope(tf_strategy):
+        model.fit(
+            train_batches,
+            steps_per_epoch=config.steps_per_epoch,
+            validation_data=val_batches,
+            epochs=total_epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot shuffle a Dataset
+        )
     seconds = time.perf_counter() - started
+    if not writer:
+        return model
     io.save_model(model, run_dir / MODEL_FILE)
     io.write_json(
         run_dir / "run.json",
