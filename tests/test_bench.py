@@ -56,3 +56,14 @@ def test_muir_cross_domain_quick_run_shares_across_domains(data_dir):
     assert [row.split("|")[5].strip() for row in rows] == ["410", "32", "52"]
     assert "Hypermodules generating blocks of several domains" in proc.stdout
     assert "Cost of reparameterization" in proc.stdout
+
+
+def test_loop_overhead_quick_run_times_both_loops(data_dir):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "loop_overhead.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip().split(" ")[0]: line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    plain, zoo = (float(rows[k].split("|")[2]) for k in ("plain", "`mtlzoo.train`"))
+    assert plain > 0 and zoo > 0

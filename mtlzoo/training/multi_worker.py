@@ -46,15 +46,11 @@ def cluster_spec() -> dict:
 
 
 def is_chief() -> bool:
-    """Whether this process is the cluster's chief: the "chief" task, else worker 0; True alone."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return True
-    config = json.loads(raw)
-    task = config.get("task", {})
-    if "chief" in config.get("cluster", {}):
-        return task.get("type") == "chief"
-    return int(task.get("index", 0)) == 0
+    """Whether this process is the cluster's chief: the "chief" task if there is one, else worker 0."""
+    config = cluster_spec()
+    if "chief" in config["cluster"]:
+        return config["task"]["type"] == "chief"
+    return int(config["task"]["index"]) == 0
 
 
 def make_multi_worker_strategy():
