@@ -3,11 +3,12 @@
 Importing ``mtlzoo`` registers every architecture, layer and dataset.
 """
 
-from mtlzoo import architectures, data, layers, muir, regularizers  # noqa: F401  (registration)
+from mtlzoo import architectures, data, finetune, layers, muir, regularizers  # noqa: F401  (registration)
 from mtlzoo.config import ConfigError, Recipe, load_recipe, recipe_from_dict
 from mtlzoo.evaluation import evaluate
 from mtlzoo.export import export_saved_model
 from mtlzoo.models import MultiTaskModel
+from mtlzoo.presets import PresetError, list_pretrained, load, save_preset
 from mtlzoo.registry import create_model, list_models, register_architecture
 from mtlzoo.tasks import Task
 from mtlzoo.training.trainer import load_run, train
@@ -17,15 +18,19 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "MultiTaskModel",
+    "PresetError",
     "Recipe",
     "Task",
     "create_model",
     "evaluate",
     "export_saved_model",
     "list_models",
+    "list_pretrained",
+    "load",
     "load_recipe",
     "load_run",
     "recipe_from_dict",
     "register_architecture",
+    "save_preset",
     "train",
 ]

@@ -19,6 +19,16 @@ def _cmd_list(args) -> int:
     from mtlzoo import registry
     from mtlzoo.data import base as data_base
 
+    if args.pretrained:
+        from mtlzoo.presets import list_pretrained
+
+        print("pretrained presets (mtlzoo.load(name)):")
+        for name, card in list_pretrained().items():
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in card["mean_metrics"].items())
+            print(f"  {name:<26} {card['recipe']['architecture']['name']} on {card['dataset']}/{card['split']}: "
+                  f"mean {metrics}; {card['parameters']} parameters")
+        return 0
+
     print("architectures:")
     for name in registry.list_models(args.pattern):
         print(f"  {name:<20} {registry.get_architecture(name).description}")
@@ -48,6 +58,46 @@ def _cmd_train(args) -> int:
         verbose=args.verbose,
     )
     print(f"trained {recipe.name!r} into {args.out}")
+    return 0
+
+
+def _cmd_finetune(args) -> int:
+    from mtlzoo import finetune, presets
+    from mtlzoo.config import load_recipe
+    from mtlzoo.training import trainer
+
+    recipe = load_recipe(args.config)
+    model = finetune.for_recipe(presets.load(args.preset), recipe, freeze_patterns=args.freeze,
+                                head_units=args.head_units)
+    trainer.train(recipe, args.out, epochs=args.epochs, overwrite=args.overwrite, verbose=args.verbose,
+                  start_from=model)
+    print(f"fine-tuned {args.preset!r} on {recipe.name!r} into {args.out}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from mtlzoo.config import load_recipe, dump_recipe
+    from mtlzoo.tuning import tune
+
+    recipe = load_recipe(args.config)
+    if not recipe.tuning:
+        raise argparse.ArgumentTypeError(f"{args.config} has no tuning section to search.")
+    best, tuner = tune(recipe, args.trials_dir, overwrite=args.overwrite, verbose=args.verbose)
+    dump_recipe(best, args.out)
+    trial = tuner.oracle.get_best_trials(1)[0]
+    print(f"best of {len(tuner.oracle.trials)} trials (score {trial.score:.4g}): {best.architecture} "
+          f"{dict(best.params)}, learning rate {best.training.learning_rate:.3g}; written to {args.out}")
+    return 0
+
+
+def _cmd_preset(args) -> int:
+    from mtlzoo.presets import save_preset
+
+    import json
+
+    baselines = json.loads(Path(args.baselines).read_text()) if args.baselines else None
+    path = save_preset(args.run_dir, args.preset_dir, split=args.split, baselines=baselines)
+    print(f"saved preset {path} (load it with mtlzoo.load({str(path)!r}))")
     return 0
 
 
@@ -145,7 +195,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered architectures, datasets and recipes")
     p.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'hard*'")
     p.add_argument("--configs", default="zoo_configs", help="folder of recipes to list")
+    p.add_argument("--pretrained", action="store_true", help="list the shipped pretrained presets instead")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("finetune", help="fine-tune a preset on a recipe's data and tasks")
+    p.add_argument("preset", help="a preset name, directory, gfile path or URL#sha256=...")
+    p.add_argument("config", help="the recipe: its data, tasks and training settings (not its architecture)")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                   help="freeze the layers matching this glob, e.g. 'shared_*' (repeatable)")
+    p.add_argument("--head-units", type=int, nargs="*", default=[], help="hidden widths of new task heads")
+    p.add_argument("--epochs", type=int, default=None, help="overrides training.epochs")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("tune", help="keras-tuner search over a recipe's tuning section; writes the best recipe")
+    p.add_argument("config")
+    p.add_argument("--out", required=True, help="where to write the best recipe (YAML)")
+    p.add_argument("--trials-dir", default="tuning", help="keras-tuner's folder of trials")
+    p.add_argument("--overwrite", action="store_true", help="start the search afresh instead of resuming it")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("preset", help="save a trained run as a preset with its model card")
+    p.add_argument("run_dir")
+    p.add_argument("preset_dir")
+    p.add_argument("--split", default=None, help="split the card's metrics are measured on (default: the recipe's)")
+    p.add_argument("--baselines", default=None, metavar="JSON",
+                   help='single-task results for the card\'s delta m: {"source": ..., "metrics": {task: {metric: v}}}')
+    p.set_defaults(func=_cmd_preset)
 
     p = sub.add_parser("train", help="train a recipe into a run directory")
     p.add_argument("config", help="YAML recipe, e.g. zoo_configs/kang_hard_sharing.yaml")
@@ -197,11 +276,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mtlzoo.config import ConfigError
     from mtlzoo.export import ExportError
+    from mtlzoo.presets import PresetError
     from mtlzoo.training.trainer import RunDirError
 
     try:
         return args.func(args)
-    except (ConfigError, RunDirError, ExportError, argparse.ArgumentTypeError, OSError) as e:
+    except (ConfigError, RunDirError, ExportError, PresetError, argparse.ArgumentTypeError, OSError) as e:
         print(f"mtlzoo {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -65,6 +65,7 @@ class Recipe:
     export_name: str = ""
     description: str = ""
     source: str = "<dict>"
+    tuning: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def make_dataset(self) -> data_base.Dataset:
         return data_base.load_dataset(self.dataset, **self.data_options)
@@ -80,6 +81,7 @@ class Recipe:
             "training": dataclasses.asdict(self.training),
             "evaluation": {"split": self.evaluation_split},
             "export": {"name": self.export_name},
+            **({"tuning": _plain(self.tuning)} if self.tuning else {}),
         }
 
 
@@ -169,7 +171,7 @@ def _task_override(task: Task) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Sections
 
-_TOP_KEYS = ("name", "description", "architecture", "data", "tasks", "training", "evaluation", "export")
+_TOP_KEYS = ("name", "description", "architecture", "data", "tasks", "training", "evaluation", "export", "tuning")
 _TASK_OVERRIDES = ("name", "weight", "loss", "metrics")
 _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: _is_int(v) and v > 0, "a positive integer"),
@@ -319,6 +321,7 @@ def recipe_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Recipe:
         export_name=_string(c, export, "name", "export", name),
         description=_string(c, raw, "description", "", ""),
         source=source,
+        tuning=dict(c.mapping(raw.get("tuning"), "tuning")),
     )
 
 

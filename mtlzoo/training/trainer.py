@@ -93,6 +93,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     verbose="auto",
+    start_from: keras.Model | None = None,
 ) -> keras.Model:
     """Train ``recipe`` into ``run_dir`` and return the trained model.
 
@@ -105,6 +106,8 @@ def train(
         resume: continue from ``run_dir/checkpoints`` (optimizer state included).
         overwrite: delete an existing run in ``run_dir`` first (only if it holds a recipe.yaml).
         verbose: Keras ``fit`` verbosity (1: progress bar, 2: a line per epoch, 0: silent).
+        start_from: a model to train instead of building the recipe's architecture (fine-tuning
+            a preset); it is compiled with the recipe's optimizer. Ignored when resuming.
     """
     run_dir = Path(run_dir)
     config = recipe.training
@@ -144,6 +147,9 @@ def train(
             recorder.history = state["history"]
             with precision(config.precision):
                 model = keras.saving.load_model(recorder.checkpoint_path)
+        elif start_from is not None:
+            model = start_from
+            model.compile(optimizer=make_optimizer(config))
         else:
             model = build_model(recipe, dataset.input_spec())
     if writer:
