@@ -61,12 +61,6 @@ def make_multi_worker_strategy():
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def is_multi_worker(strategy) -> bool:
-    import tensorflow as tf
-
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
-
-
 def shard_by_data(dataset):
     """Each worker reads every n-th example of each global batch (``AutoShardPolicy.DATA``).
 
@@ -91,6 +85,8 @@ def install_keras_fixes() -> None:
 
     keras_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
     keras_reduce = tf_trainer.reduce_per_replica
+    # Keras's own test for the multi-worker case: the fixes act exactly where its broken paths run.
+    is_multi_worker = tf_trainer._collective_all_reduce_multi_worker
 
     def symbolic_build(self, iterator=None, data_batch=None):
         if not is_multi_worker(self._distribute_strategy) or iterator is None:
