@@ -46,6 +46,17 @@ class MultiTaskArrays:
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
+    @classmethod
+    def one_task_per_example(cls, inputs, target: np.ndarray, task_id: np.ndarray, task_names) -> "MultiTaskArrays":
+        """Examples that each belong to one task: ``target[i]`` labels task ``task_names[task_id[i]]``
+        only (weight 1 there, 0 for every other task)."""
+        targets, weights = {}, {}
+        for i, name in enumerate(task_names):
+            mine = task_id == i
+            targets[name] = np.where(mine, target, 0.0).astype(np.float32)[:, None]
+            weights[name] = mine.astype(np.float32)
+        return cls(dict(inputs), targets, weights)
+
     def select(self, task_names) -> "MultiTaskArrays":
         """The same examples with only the given tasks' targets and weights."""
         missing = [n for n in task_names if n not in self.targets]

@@ -160,12 +160,7 @@ class KangSynthetic(Dataset):
 
     def load(self, split: str) -> MultiTaskArrays:
         features, target, task_id = self.examples(split)
-        targets, weights = {}, {}
-        for i, name in enumerate(TASK_NAMES):
-            mine = task_id == i
-            targets[name] = np.where(mine, target, 0.0).astype(np.float32)[:, None]
-            weights[name] = mine.astype(np.float32)
-        return MultiTaskArrays({"features": features}, targets, weights)
+        return MultiTaskArrays.one_task_per_example({"features": features}, target, task_id, TASK_NAMES)
 
     def _load_arrays(self) -> dict[str, np.ndarray]:
         if self._arrays is None:

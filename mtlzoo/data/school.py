@@ -108,12 +108,7 @@ class School(Dataset):
         features = np.concatenate([schools[t][0][i] for t, i in enumerate(picked)])
         scores = np.concatenate([schools[t][1][i] for t, i in enumerate(picked)])
         task_id = np.concatenate([np.full(len(i), t) for t, i in enumerate(picked)])
-        targets, weights = {}, {}
-        for t, name in enumerate(TASK_NAMES):
-            mine = task_id == t
-            targets[name] = np.where(mine, scores, 0.0).astype(np.float32)[:, None]
-            weights[name] = mine.astype(np.float32)
-        return MultiTaskArrays({"features": features}, targets, weights)
+        return MultiTaskArrays.one_task_per_example({"features": features}, scores, task_id, TASK_NAMES)
 
     def _load(self) -> list[tuple[np.ndarray, np.ndarray]]:
         if self._schools is None:
