@@ -148,8 +148,8 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(tmp_path):
     assert max_diff(resumed, weights(tmp_path / "weights_1.npz")) == 0.0
     # Before the kill, the epochs are those of an uninterrupted one-process run; after the
     # restart (optimizer state and data order restored) training ends where that run does.
-    straight = trainer.train(small_recipe(epochs=epochs, shuffle=False), tmp_path / "straight",
-                             strategy="one_device", verbose=0)
+    trainer.train(small_recipe(epochs=epochs, shuffle=False), tmp_path / "straight", strategy="one_device",
+                  verbose=0)
     straight_loss = json.loads((tmp_path / "straight" / "history.json").read_text())["loss"]
     np.testing.assert_allclose(history["loss"][:done], straight_loss[:done], rtol=1e-3)
     assert history["loss"][-1] == pytest.approx(straight_loss[-1], rel=0.05)
