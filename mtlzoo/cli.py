@@ -6,8 +6,12 @@ Exit codes: 0 success, 1 a run that failed, 2 bad input (recipe, arguments, run 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+# Importing anything under mtlzoo runs the package's __init__ (and so Keras) first anyway.
+from mtlzoo.training.strategies import STRATEGIES
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -93,8 +97,6 @@ def _cmd_tune(args) -> int:
 def _cmd_preset(args) -> int:
     from mtlzoo.presets import save_preset
 
-    import json
-
     baselines = json.loads(Path(args.baselines).read_text()) if args.baselines else None
     path = save_preset(args.run_dir, args.preset_dir, split=args.split, baselines=baselines)
     print(f"saved preset {path} (load it with mtlzoo.load({str(path)!r}))")
@@ -147,8 +149,6 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    import json
-
     from mtlzoo import io
     from mtlzoo.export import predict_exported, read_request, resolve_export_dir
 
@@ -229,8 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a recipe into a run directory")
     p.add_argument("config", help="YAML recipe, e.g. zoo_configs/kang_hard_sharing.yaml")
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
-    p.add_argument("--strategy", choices=("auto", "one_device", "mirrored", "multi_worker", "tpu", "parameter_server"), default=None,
-                   help="overrides training.strategy")
+    p.add_argument("--strategy", choices=STRATEGIES, default=None, help="overrides training.strategy")
     p.add_argument("--epochs", type=int, default=None, help="overrides training.epochs")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
