@@ -29,6 +29,8 @@ from typing import Mapping
 
 import keras
 
+from mtlzoo.data.files import file_digest
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
@@ -54,7 +56,7 @@ def zoo_table(cards: dict[str, dict] | None = None) -> str:
     lines = ["| preset | architecture | data (split) | test metrics (mean over tasks) | Δm | parameters | trained |",
              "| --- | --- | --- | --- | ---: | ---: | --- |"]
     for name, card in cards.items():
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in card["mean_metrics"].items() if k != "examples")
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in card["mean_metrics"].items())
         delta = f"{card['delta_m']['percent']:+.2f} %" if card.get("delta_m") else "–"
         training = card["training"]
         lines.append(
@@ -77,14 +79,6 @@ def sync_readme(readme) -> bool:
     updated = head + begin + zoo_table() + end + tail
     readme.write_text(updated)
     return updated != text
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_preset(run_dir, preset_dir, *, split: str | None = None, baselines: Mapping | None = None) -> Path:
@@ -127,7 +121,7 @@ def save_preset(run_dir, preset_dir, *, split: str | None = None, baselines: Map
             "training": {"seconds": run.get("train_seconds"), "epochs": run.get("epochs"),
                          "backend": run.get("backend"), "strategy": run.get("strategy"),
                          "machine": run.get("machine"), "cpus": os.cpu_count()},
-            "weights_sha256": sha256_of(staging / WEIGHTS_FILE),
+            "weights_sha256": file_digest(staging / WEIGHTS_FILE),
         }
         (staging / METADATA_FILE).write_text(json.dumps(card, indent=1) + "\n")
         staging.chmod(0o755)  # mkdtemp made it private
@@ -157,7 +151,7 @@ def load(handle: str | os.PathLike, *, compile: bool = False) -> keras.Model:
     directory = resolve(handle)
     card = read_card(directory)
     weights = directory / WEIGHTS_FILE
-    if sha256_of(weights) != card.get("weights_sha256"):
+    if file_digest(weights) != card.get("weights_sha256"):
         raise PresetError(
             f"Preset {str(handle)!r}: the sha256 of {WEIGHTS_FILE} does not match its model card; the file is "
             "corrupt or was replaced."
@@ -222,7 +216,7 @@ def _fetch_url(url: str) -> Path:
                 shutil.copyfileobj(response, out)
         except OSError as e:
             raise PresetError(f"Cannot download the preset {address!r}: {e}") from None
-        actual = sha256_of(archive)
+        actual = file_digest(archive)
         if actual != expected:
             raise PresetError(f"The archive at {address!r} has sha256 {actual}, not the {expected} its URL names.")
         unpacked = staging / "preset"
