@@ -20,7 +20,6 @@ model, and ``find_bank``, ``sharing`` and ``sharing_summary`` work on both kinds
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Mapping, Sequence
 
 import keras
@@ -28,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from mtlzoo.layers.hypermodules import (  # noqa: F401  (block helpers are part of this module's API)
-    REPARAMETERIZED, HypermoduleBank, Reparameterized, assemble, block_count, call_with, split,
+    REPARAMETERIZED, HypermoduleBank, Reparameterized, assemble, block_count, call_with, he_context, split,
 )
 
 
@@ -46,11 +45,6 @@ class BlockSlot:
     shape: tuple[int, ...]
     offset: int
     count: int
-
-    @property
-    def fan_in(self) -> int:
-        """Inputs feeding one output unit: the He initialisation's fan-in."""
-        return int(np.prod(self.shape[:-1]))
 
 
 def plan_blocks(components: Mapping[str, keras.Model], block_shape: Sequence[int]) -> tuple[list[BlockSlot], list[str]]:
@@ -107,7 +101,7 @@ class MuirModel(keras.Model):
                 f"No kernel of the components divides into {self.block_shape} blocks, so there is nothing "
                 f"to share; choose a block_shape that divides the layer widths. Kernels seen: {self.skipped}."
             )
-        scales = [[slot.count, math.sqrt(2.0 / slot.fan_in)] for slot in self.slots]
+        scales = [[slot.count, he_context(slot.shape)] for slot in self.slots]
         self.bank = HypermoduleBank(
             sum(s.count for s in self.slots), self.block_shape, context_size,
             num_hypermodules=num_hypermodules, num_candidates=num_candidates, context_scales=scales,

@@ -35,6 +35,11 @@ def block_count(shape: Sequence[int], block_shape: Sequence[int]) -> int | None:
     return int(np.prod(shape[:-2], dtype=np.int64)) * (shape[-1] // m) * (shape[-2] // n)
 
 
+def he_context(shape: Sequence[int]) -> float:
+    """The context entry that makes a generated kernel of ``shape`` He-initialised: sqrt(2 / fan_in)."""
+    return math.sqrt(2.0 / int(np.prod(shape[:-1])))
+
+
 def assemble(blocks, shape: Sequence[int]):
     """The kernel of ``shape`` from its blocks (count, m, n), as laid out in ``BlockSlot``."""
     count, m, n = blocks.shape
