@@ -4,6 +4,11 @@
 a wrong type, an unregistered architecture or dataset, a parameter the builder does not
 take, or a task the dataset does not provide is one ``ConfigError`` naming the file, the
 key and what was expected.
+
+The ``training`` section (see ``TrainingConfig``) also picks how the tasks are combined
+(``weighting``) and the regularisation that matters most for multi-task baselines (Kurin et
+al., NeurIPS 2022: a well-regularised unitary scalarization is hard to beat): ``weight_decay``,
+``early_stopping`` and, in the architecture, ``architecture.params.dropout``.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from mtlzoo import registry
+from mtlzoo import weighting as weighting_lib
 from mtlzoo.data import base as data_base
 from mtlzoo.tasks import Task
+from mtlzoo.training import callbacks as mtl_callbacks
 from mtlzoo.training.strategies import STRATEGIES
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -35,8 +42,50 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+EARLY_STOPPING_DEFAULTS: Mapping[str, Any] = {
+    "monitor": mtl_callbacks.DEFAULT_MONITOR,
+    "patience": 5,
+    "min_delta": 0.0,
+    "restore_best_weights": True,
+    "mode": "auto",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
+    """The ``training`` section of a recipe.
+
+    Besides the loop itself (``epochs``, ``batch_size``, ``optimizer``, ``learning_rate``,
+    ``seed``, ``strategy``, ``shuffle``, ``validation_split``, ``steps_per_epoch``,
+    ``precision``, ``alignment_search``):
+
+    - ``weighting``: how the task losses (or gradients) are combined; a name from
+      ``mtlzoo.weighting.list_weightings()`` (``unitary``, the plain sum, is the default),
+      ``{name: ..., **options}`` (e.g. ``{name: static, weights: {task_00: 2.0}}``) or a list
+      of them (a chain: loss weightings, then at most one gradient method). Kept as written
+      in the recipe; ``model.compile(weighting=...)`` builds it.
+    - ``weight_decay``: a number >= 0 (default 0: no decay) passed as the Keras optimizer's
+      ``weight_decay``. In Keras 3 every optimizer applies it decoupled from the gradient
+      (AdamW style: each step ``w -= learning_rate * weight_decay * w``, on every trainable
+      variable, biases and a weighting method's own trainable variables included), so
+      ``adam`` with a weight decay behaves like ``adamw``. 0 really means none, also for
+      ``adamw`` (whose Keras default would be 0.004).
+    - ``early_stopping``: null (default: train every epoch) or a mapping of
+      ``monitor`` (default ``mean_val_loss``: the mean over tasks of the per-task validation
+      losses, unweighted and without regularisation terms; ``mean_val_<metric>`` for any
+      metric every task reports, such as ``mean_val_mae``, or any Keras log key such as
+      ``val_loss`` or ``val_task_00_rmse``), ``patience`` (epochs without improvement before
+      stopping, an integer >= 1, default 5), ``min_delta`` (the least change that counts as an
+      improvement, default 0), ``restore_best_weights`` (default true: the saved model is the
+      best epoch's) and ``mode`` (``auto``, the default, resolves ``min`` for losses and
+      errors and ``max`` for accuracy, AUC and the like; set ``min`` or ``max`` to monitor a
+      log key the recipe cannot predict, which is then checked at the end of the first epoch).
+      Stored with the defaults filled in.
+
+    Dropout is not a training option: it is the architecture's ``architecture.params.dropout``
+    (``hard_sharing``, ``soft_sharing``, ``cross_stitch``, ``mmoe`` and ``ple`` take it).
+    """
+
     epochs: int = 10
     batch_size: int = 32
     optimizer: str = "adam"
@@ -48,6 +97,9 @@ class TrainingConfig:
     steps_per_epoch: int | None = None
     precision: str = "float32"
     alignment_search: Mapping[str, Any] | None = None
+    weighting: Any = "unitary"
+    weight_decay: float = 0.0
+    early_stopping: Mapping[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +237,22 @@ _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "steps_per_epoch": (lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null (one pass)"),
     "precision": (lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}"),
     "alignment_search": (lambda v: v is None or isinstance(v, Mapping), "a mapping of AlignmentSearch options"),
+    "weighting": (
+        lambda v: v is None or isinstance(v, (str, Mapping, list)),
+        "a weighting name, a mapping with 'name' and options, or a list of them (a chain)",
+    ),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: no weight decay)"),
+    "early_stopping": (
+        lambda v: v is None or isinstance(v, Mapping),
+        f"null or a mapping with keys {sorted(EARLY_STOPPING_DEFAULTS)}",
+    ),
+}
+_EARLY_STOPPING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "monitor": (lambda v: isinstance(v, str) and bool(v), "a log key such as 'mean_val_loss' or 'val_task_00_mae'"),
+    "patience": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "min_delta": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "restore_best_weights": (lambda v: isinstance(v, bool), "true or false"),
+    "mode": (lambda v: v in mtl_callbacks.MONITOR_MODES, f"one of {list(mtl_callbacks.MONITOR_MODES)}"),
 }
 
 
@@ -254,7 +322,7 @@ def _tasks(c: _Checker, raw, dataset: data_base.Dataset) -> tuple[Task, ...]:
     return tuple(tasks)
 
 
-def _training(c: _Checker, raw, dataset: data_base.Dataset) -> TrainingConfig:
+def _training(c: _Checker, raw, dataset: data_base.Dataset, tasks: tuple[Task, ...]) -> TrainingConfig:
     section = c.mapping(raw, "training")
     c.keys(section, "training", _TRAINING_CHECKS)
     for k, value in section.items():
@@ -268,7 +336,89 @@ def _training(c: _Checker, raw, dataset: data_base.Dataset) -> TrainingConfig:
         c.fail("training.validation_split", f"dataset {dataset.name!r} has splits {list(dataset.splits)}")
     if isinstance(config.learning_rate, int):
         config = dataclasses.replace(config, learning_rate=float(config.learning_rate))
+    if isinstance(config.weight_decay, int):
+        config = dataclasses.replace(config, weight_decay=float(config.weight_decay))
+    if config.weighting is None:
+        config = dataclasses.replace(config, weighting="unitary")
+    _check_weighting(c, config, tasks)
+    if config.early_stopping is not None:
+        config = dataclasses.replace(config, early_stopping=_early_stopping(c, config.early_stopping, tasks))
     return config
+
+
+def _check_weighting(c: _Checker, config: TrainingConfig, tasks: tuple[Task, ...]) -> None:
+    """Check the weighting against these tasks, as ``compile`` will, so a bad one fails here.
+
+    Only checked, not built: building creates Keras variables, which would start TensorFlow
+    before a multi-worker strategy can configure its collectives."""
+    registered = weighting_lib.list_weightings()
+    try:
+        method = weighting_lib.get(_plain(config.weighting))
+        method.check_tasks([t.name for t in tasks])
+    except (ValueError, TypeError) as e:
+        message = str(e).rstrip()
+        if "registered" not in message:
+            message = f"{message.rstrip('.')}; registered weightings: {registered}"
+        c.fail("training.weighting", message)
+    if method.uses_gradients and config.precision == "mixed_float16":
+        c.fail(
+            "training.weighting",
+            f"{weighting_name(config.weighting)!r} combines gradients, which float16 loss scaling "
+            "would distort; use precision 'mixed_bfloat16' or 'float32' with it",
+        )
+
+
+def weighting_name(spec) -> str:
+    """A short name for a ``training.weighting`` value: ``pcgrad``, ``uncertainty+pcgrad``."""
+    if spec is None:
+        return "unitary"
+    if isinstance(spec, Mapping):
+        return str(spec.get("name"))
+    if isinstance(spec, (list, tuple)):
+        return "+".join(weighting_name(s) for s in spec)
+    return str(spec)
+
+
+def _early_stopping(c: _Checker, raw: Mapping, tasks: tuple[Task, ...]) -> dict[str, Any]:
+    key = "training.early_stopping"
+    c.keys(raw, key, _EARLY_STOPPING_CHECKS)
+    for k, value in raw.items():
+        check, expected = _EARLY_STOPPING_CHECKS[k]
+        if not check(value):
+            c.fail(f"{key}.{k}", f"expected {expected}, got {_describe(value)}")
+    options = {**EARLY_STOPPING_DEFAULTS, **raw}
+    options["min_delta"] = float(options["min_delta"])
+    monitor, mode = options["monitor"], options["mode"]
+    known = mtl_callbacks.predicted_log_keys(tasks)
+    if monitor not in known:
+        if monitor.startswith("mean_val_") or (monitor.startswith("mean_") and mode == "auto"):
+            means = sorted(k for k in known if k.startswith("mean_val_"))
+            c.fail(
+                f"{key}.monitor",
+                f"{monitor!r} is not a mean the tasks report; task means are {means} "
+                "(mean_val_<metric> for every metric all tasks have)",
+            )
+        if mode == "auto":
+            hint = difflib.get_close_matches(monitor, list(known), n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            c.fail(
+                f"{key}.monitor",
+                f"unknown log key {monitor!r}{did_you_mean}; expected a task mean "
+                f"{sorted(k for k in known if k.startswith('mean_val_'))}, 'loss', 'val_loss' or a "
+                f"per-task key such as {_example_key(known, tasks)!r}; to monitor another log key, "
+                "also set mode to 'min' or 'max' (it is then checked at the end of the first epoch)",
+            )
+    elif mode == "auto" and known[monitor] is None:
+        c.fail(
+            f"{key}.mode",
+            f"cannot tell whether {monitor!r} should go down or up; set mode to 'min' or 'max'",
+        )
+    return options
+
+
+def _example_key(known: Mapping[str, Any], tasks: tuple[Task, ...]) -> str:
+    first = f"val_{tasks[0].name}_" if tasks else "val_"
+    return next((k for k in known if k.startswith(first) and not k.endswith("_loss")), f"{first}loss")
 
 
 def _check_alignment_search(c: _Checker, options: Mapping) -> None:
@@ -301,7 +451,7 @@ def recipe_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Recipe:
     architecture, params = _architecture(c, raw["architecture"])
     dataset_name, data_options, dataset = _data(c, raw["data"])
     tasks = _tasks(c, raw.get("tasks"), dataset)
-    training = _training(c, raw.get("training"), dataset)
+    training = _training(c, raw.get("training"), dataset, tasks)
     evaluation = c.mapping(raw.get("evaluation"), "evaluation")
     c.keys(evaluation, "evaluation", ("split",))
     split = _string(c, evaluation, "split", "evaluation", "test")

@@ -86,6 +86,30 @@ def test_dumped_recipe_loads_back_equal(tmp_path):
         (dict(evaluation__split="holdout"), "evaluation.split", "has splits"),
         (dict(export__path="x"), "export.path", "unknown key"),
         (dict(name=""), "name", "non-empty"),
+        (dict(training__weighting="pcgradd"), "training.weighting", r"did you mean 'pcgrad'.*registered: \[.*'pcgrad'"),
+        (dict(training__weighting=7), "training.weighting", "expected a weighting name"),
+        (dict(training__weighting={"weights": [1]}), "training.weighting", "needs a 'name' key.*'pcgrad'"),
+        (dict(training__weighting={"name": "static", "weights": {"task_99": 2.0}}), "training.weighting",
+         r"unknown task\(s\) \['task_99'\].*registered weightings: \[.*'pcgrad'"),
+        (dict(training__weighting={"name": "pcgrad", "alpha": 1}), "training.weighting", "alpha.*'pcgrad'"),
+        (dict(training__weighting=["pcgrad", "uncertainty"]), "training.weighting", "must come last"),
+        (dict(training__weighting="mgda", training__precision="mixed_float16"), "training.weighting",
+         "loss scaling"),
+        (dict(training__weight_decay=-0.1), "training.weight_decay", "a number >= 0"),
+        (dict(training__weight_decay="1e-4"), "training.weight_decay", "a number >= 0"),
+        (dict(training__early_stopping=5), "training.early_stopping", "null or a mapping"),
+        (dict(training__early_stopping={"patients": 3}), "training.early_stopping.patients",
+         r"did you mean 'patience'.*expected one of \['min_delta', 'mode', 'monitor', 'patience', "
+         r"'restore_best_weights'\]"),
+        (dict(training__early_stopping={"patience": 0}), "training.early_stopping.patience", "integer >= 1"),
+        (dict(training__early_stopping={"min_delta": -1}), "training.early_stopping.min_delta", "number >= 0"),
+        (dict(training__early_stopping={"restore_best_weights": "yes"}),
+         "training.early_stopping.restore_best_weights", "true or false"),
+        (dict(training__early_stopping={"mode": "up"}), "training.early_stopping.mode", "one of"),
+        (dict(training__early_stopping={"monitor": "mean_val_accuracy"}), "training.early_stopping.monitor",
+         r"task means are \['mean_val_loss', 'mean_val_mae', 'mean_val_rmse'\]"),
+        (dict(training__early_stopping={"monitor": "val_los"}), "training.early_stopping.monitor",
+         r"did you mean 'val_loss'.*set mode to 'min' or 'max'"),
     ],
 )
 def test_bad_recipes_give_one_clear_error(tmp_path, changes, key, expected):
@@ -109,3 +133,33 @@ def test_missing_unreadable_and_malformed_files(tmp_path):
 def test_recipe_from_dict_names_its_source():
     with pytest.raises(ConfigError, match=r"^<dict>: architecture: required key is missing"):
         recipe_from_dict({"name": "x", "data": {"name": "kang_synthetic"}})
+
+
+def test_weighting_and_regularisation_round_trip(tmp_path):
+    raw = edited(
+        training__weighting=[{"name": "static", "weights": {"task_00": 2.0}}, {"name": "pcgrad", "seed": 3}],
+        training__weight_decay=1e-4,
+        training__early_stopping={"patience": 2, "monitor": "mean_val_mae"},
+    )
+    recipe = load_recipe(write(tmp_path, raw))
+    training = recipe.training
+    assert training.weighting == raw["training"]["weighting"]  # kept as written
+    assert training.weight_decay == 1e-4
+    # Early stopping is stored with its defaults filled in.
+    assert training.early_stopping == {
+        "monitor": "mean_val_mae", "patience": 2, "min_delta": 0.0, "restore_best_weights": True, "mode": "auto",
+    }
+    dump_recipe(recipe, tmp_path / "again.yaml")
+    again = load_recipe(tmp_path / "again.yaml")
+    assert again.to_dict() == recipe.to_dict() and again.training == training
+    assert yaml.safe_load((tmp_path / "again.yaml").read_text())["training"]["weight_decay"] == 1e-4
+
+
+def test_weighting_and_regularisation_defaults():
+    training = load_recipe(REPO / "zoo_configs" / "kang_hard_sharing.yaml").training
+    assert (training.weighting, training.weight_decay, training.early_stopping) == ("unitary", 0.0, None)
+    for spec in ("uncertainty", {"name": "cagrad", "c": 0.4}, ["dwa", "pcgrad"], None):
+        assert recipe_from_dict(edited(training__weighting=spec)).training.weighting == (spec or "unitary")
+    # A monitor the recipe cannot predict is accepted with an explicit mode (checked when training).
+    options = recipe_from_dict(edited(training__early_stopping={"monitor": "custom", "mode": "max"})).training
+    assert options.early_stopping["monitor"] == "custom"

@@ -101,6 +101,19 @@ def test_two_workers_train_as_one_process_on_the_same_global_batches(tmp_path):
     np.testing.assert_allclose(history["loss"], one_history["loss"], rtol=1e-5)
 
 
+def test_a_gradient_method_on_two_workers_equals_one_process(tmp_path):
+    # DWA's epoch state and PCGrad's per-task gradients, all-reduced across the workers
+    # before they are combined; the result is the one-process run's.
+    raw = small_recipe_dict(epochs=4, shuffle=False, weighting=["dwa", "pcgrad"])
+    finish(start_workers(tmp_path, write_recipe(tmp_path / "recipe.yaml", raw), tmp_path / "run"))
+    worker_0 = weights(tmp_path / "weights_0.npz")
+    assert max_diff(worker_0, weights(tmp_path / "weights_1.npz")) == 0.0
+    one = trainer.train(small_recipe(epochs=4, shuffle=False, weighting=["dwa", "pcgrad"]), tmp_path / "one",
+                        strategy="one_device", verbose=0)
+    assert max_diff(worker_0, one.get_weights()) < 1e-5
+    assert float(one.weighting.methods[0].epochs_seen) == 4
+
+
 @pytest.mark.parametrize("architecture", [name for name in mtlzoo.list_models() if name != "hard_sharing"])
 def test_every_architecture_trains_on_two_workers(tmp_path, architecture):
     raw = small_recipe_dict(epochs=3)

@@ -4,9 +4,12 @@ A run directory holds everything later commands need::
 
     RUN_DIR/recipe.yaml          the resolved recipe (evaluate and export read it)
     RUN_DIR/model.keras          the trained model, with its optimizer state
-    RUN_DIR/history.json         per-epoch training and validation logs
-    RUN_DIR/run.json             backend, strategy, replicas, time, parameter count, versions
-    RUN_DIR/checkpoints/         last.keras + state.json after every epoch (for --resume)
+    RUN_DIR/history.json         per-epoch training and validation logs, with the task means
+                                 mean_val_<metric> (e.g. mean_val_loss)
+    RUN_DIR/run.json             backend, strategy, replicas, weighting, epochs done, early
+                                 stopping, time, parameter count, versions
+    RUN_DIR/checkpoints/         last.keras + state.json after every epoch (for --resume), and
+                                 best-NNNN.npz (the best weights) with early stopping
     RUN_DIR/logs/                TensorBoard logs
 """
 
@@ -22,7 +25,7 @@ from pathlib import Path
 import keras
 
 from mtlzoo import io, registry
-from mtlzoo.config import Recipe, TrainingConfig, dump_recipe, load_recipe
+from mtlzoo.config import Recipe, TrainingConfig, dump_recipe, load_recipe, weighting_name
 from mtlzoo.muir import AlignmentSearch
 from mtlzoo.training import callbacks as mtl_callbacks
 from mtlzoo.training import multi_worker
@@ -37,13 +40,25 @@ class RunDirError(ValueError):
 
 
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer, with its learning rate and weight decay.
+
+    ``weight_decay`` 0 means no decay: ``adam``, ``sgd`` and ``rmsprop`` then get Keras's
+    ``weight_decay=None`` (exactly as without the option) and ``adamw`` gets 0.0 rather than
+    its Keras default of 0.004. Keras applies a weight decay decoupled from the gradient
+    (``w -= learning_rate * weight_decay * w`` each step) in every optimizer.
+    """
     classes = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    return classes[config.optimizer](learning_rate=config.learning_rate)
+    weight_decay = float(getattr(config, "weight_decay", 0.0) or 0.0)
+    if weight_decay == 0.0:
+        decay = 0.0 if config.optimizer == "adamw" else None
+    else:
+        decay = weight_decay
+    return classes[config.optimizer](learning_rate=config.learning_rate, weight_decay=decay)
 
 
 @contextlib.contextmanager
@@ -63,11 +78,23 @@ def precision(policy: str):
 
 
 def build_model(recipe: Recipe, input_spec) -> keras.Model:
-    """The recipe's architecture for its tasks, compiled with each task's defaults and precision."""
+    """The recipe's architecture for its tasks, compiled with each task's defaults, the recipe's
+    optimizer and weighting, and its precision."""
     with precision(recipe.training.precision):
         model = registry.create_model(recipe.architecture, recipe.tasks, input_spec, **recipe.params)
-        model.compile(optimizer=make_optimizer(recipe.training))
+        model.compile(optimizer=make_optimizer(recipe.training), weighting=recipe.training.weighting)
     return model
+
+
+def make_early_stopping(recipe: Recipe, verbose: int = 0) -> mtl_callbacks.TaskEarlyStopping | None:
+    """The recipe's ``training.early_stopping`` as a callback (None when it has none), its
+    ``mode: auto`` resolved from the monitored key (``min`` for losses and errors)."""
+    options = recipe.training.early_stopping
+    if options is None:
+        return None
+    options = dict(options)
+    mode = mtl_callbacks.resolve_mode(options["monitor"], options.pop("mode", "auto"), recipe.tasks)
+    return mtl_callbacks.TaskEarlyStopping(**options, mode=mode, verbose=verbose)
 
 
 def _check_resumable(recipe: Recipe, run_dir: Path) -> None:
@@ -107,7 +134,12 @@ def train(
         overwrite: delete an existing run in ``run_dir`` first (only if it holds a recipe.yaml).
         verbose: Keras ``fit`` verbosity (1: progress bar, 2: a line per epoch, 0: silent).
         start_from: a model to train instead of building the recipe's architecture (fine-tuning
-            a preset); it is compiled with the recipe's optimizer. Ignored when resuming.
+            a preset); it is compiled with the recipe's optimizer and weighting. Ignored when
+            resuming.
+
+    With ``training.early_stopping`` the run may end before ``epochs``; its state is in every
+    checkpoint, so a resumed run stops where an uninterrupted one would, and resuming a run
+    that already stopped early trains no further (it only writes the model and run.json again).
     """
     run_dir = Path(run_dir)
     config = recipe.training
@@ -140,23 +172,33 @@ def train(
 
     tf_strategy = make_strategy(strategy_name)
     initial_epoch = 0
+    stopper = make_early_stopping(recipe, verbose=0 if verbose == 0 else 1)
+    if stopper is not None:
+        recorder.extra_state["early_stopping"] = stopper
     with strategy_scope(tf_strategy):
         if resume:
             state = json.loads(recorder.state_path.read_text())
             initial_epoch = state["epochs_done"]
             recorder.history = state["history"]
+            if stopper is not None:
+                stopper.restore_state(state.get("early_stopping"), recorder.state_path.parent)
             with precision(config.precision):
                 model = keras.saving.load_model(recorder.checkpoint_path)
         elif start_from is not None:
             model = start_from
-            model.compile(optimizer=make_optimizer(config))
+            model.compile(optimizer=make_optimizer(config), weighting=config.weighting)
         else:
             model = build_model(recipe, dataset.input_spec())
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_recipe(recipe, run_dir / RECIPE_FILE)
+    # A run that stopped early is finished: resuming it trains no further epoch.
+    last_epoch = initial_epoch if stopper is not None and stopper.already_stopped else total_epochs
 
-    callbacks = [recorder, mtl_callbacks.TaskProgbar(names)]
+    # The task means come first so that early stopping, the records and TensorBoard see them.
+    callbacks = [mtl_callbacks.MeanTaskMetric(names), recorder, mtl_callbacks.TaskProgbar(names)]
+    if stopper is not None:
+        callbacks.insert(1, stopper)  # before the recorder, which checkpoints its state
     if config.alignment_search is not None:
         # MUiR: one epoch is one generation; the best (by val_loss) is restored when the search ends.
         callbacks.insert(0, AlignmentSearch(**config.alignment_search))
@@ -176,7 +218,7 @@ def train(
             train_batches,
             steps_per_epoch=config.steps_per_epoch,
             validation_data=val_batches,
-            epochs=total_epochs,
+            epochs=max(last_epoch, initial_epoch),
             initial_epoch=initial_epoch,
             callbacks=callbacks,
             verbose=verbose,
@@ -194,8 +236,11 @@ def train(
             "backend": keras.backend.backend(),
             "strategy": strategy_name,
             "replicas": num_replicas(tf_strategy),
+            "weighting": weighting_name(config.weighting),
             "epochs": total_epochs,
+            "epochs_done": len(recorder.history.get("loss", [])),
             "initial_epoch": initial_epoch,
+            **({"early_stopping": stopper.summary()} if stopper is not None else {}),
             "train_seconds": round(seconds, 3),
             "parameters": int(model.count_params()),
             "keras": keras.__version__,

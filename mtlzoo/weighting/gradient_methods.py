@@ -1,0 +1,142 @@
+"""Methods that combine the per-task gradients; the algebra is in ``solvers``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from mtlzoo.weighting import solvers
+from mtlzoo.weighting.base import AdamState, GradientWeighting, register_weighting
+from mtlzoo.weighting.loss_methods import _number
+
+
+@register_weighting("pcgrad")
+class PCGrad(GradientWeighting):
+    """Projecting conflicting gradients (Yu et al., NeurIPS 2020): each task gradient drops its
+    component along every other task gradient it conflicts with, in a random order per step."""
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+
+    def build(self, num_tasks):
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        super().build(num_tasks)
+
+    def gradient_weights(self, gram, losses):
+        noise = keras.random.uniform((self.num_tasks, self.num_tasks), seed=self.seed_generator)
+        return solvers.pcgrad_weights(gram, ops.argsort(noise, axis=1))
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@register_weighting("mgda")
+class MGDA(GradientWeighting):
+    """Multiple-gradient descent (Sener & Koltun, NeurIPS 2018): the min-norm point of the
+    convex hull of the task gradients, a common descent direction."""
+
+    def gradient_weights(self, gram, losses):
+        return solvers.min_norm_weights(gram)
+
+
+@register_weighting("mgda_ub")
+class MGDAUB(MGDA):
+    """MGDA-UB: MGDA on the gradients of the shared representation (its upper bound)."""
+
+    def __init__(self, gradients: str = "features", **kwargs):
+        super().__init__(gradients=gradients, **kwargs)
+
+
+@register_weighting("cagrad")
+class CAGrad(GradientWeighting):
+    """Conflict-averse gradient descent (Liu et al., NeurIPS 2021): the direction that most
+    improves the worst task within a ball of radius ``c * |mean gradient|``."""
+
+    def __init__(self, c: float = 0.4, **kwargs):
+        super().__init__(**kwargs)
+        self.c = _number("c", c)
+
+    def gradient_weights(self, gram, losses):
+        return solvers.cagrad_weights(gram, c=self.c)
+
+    def get_config(self):
+        return {**super().get_config(), "c": self.c}
+
+
+@register_weighting("imtl_g")
+class IMTLG(GradientWeighting):
+    """Impartial MTL, gradient part (Liu et al., ICLR 2021): the update has equal projections
+    on every task's unit gradient."""
+
+    def gradient_weights(self, gram, losses):
+        return solvers.imtl_g_weights(gram)
+
+
+@register_weighting("aligned_mtl")
+class AlignedMTL(GradientWeighting):
+    """Aligned-MTL (Senushkin et al., CVPR 2023): re-weights the task gradients so that their
+    matrix has condition number 1 (all principal components scaled to the smallest)."""
+
+    def gradient_weights(self, gram, losses):
+        return solvers.aligned_mtl_weights(gram)
+
+
+@register_weighting("nash_mtl")
+class NashMTL(GradientWeighting):
+    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution ``G G^T a = 1 / a``."""
+
+    def gradient_weights(self, gram, losses):
+        return solvers.nash_mtl_weights(gram)
+
+
+@register_weighting("upgrad")
+class UPGrad(GradientWeighting):
+    """UPGrad (Quinton & Layne, 2024, TorchJD): the mean of the task gradients each projected
+    onto the dual cone of all of them, so the update conflicts with no task."""
+
+    def gradient_weights(self, gram, losses):
+        return solvers.upgrad_weights(gram)
+
+
+@register_weighting("gradnorm")
+class GradNorm(GradientWeighting):
+    """GradNorm (Chen et al., ICML 2018): task weights learnt so that each weighted task
+    gradient norm tracks the mean norm times ``(relative inverse training rate) ** alpha``.
+
+    The norms are those of the gradients the step already has (the shared parameters, or
+    the representation with ``gradients="features"``); the weights take an Adam step on the
+    GradNorm loss and are renormalised to sum to T.
+    """
+
+    def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = _number("alpha", alpha)
+        self.learning_rate = _number("learning_rate", learning_rate, strict=True)
+
+    def build(self, num_tasks):
+        self.task_weights = self.state_variable("task_weights", (num_tasks,), initializer="ones")
+        self.initial_losses = self.state_variable("initial_losses", (num_tasks,))
+        self.started = self.state_variable("started", ())
+        self.adam = AdamState(self, num_tasks, self.learning_rate, "weights")
+        super().build(num_tasks)
+
+    def gradient_weights(self, gram, losses):
+        losses = ops.cast(losses, "float32")
+        initial = self.started * self.initial_losses + (1.0 - self.started) * losses
+        self.initial_losses.assign(initial)
+        self.started.assign(1.0)
+        w = self.task_weights.value * 1.0  # a copy: the weights before this step's update
+        norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+        weighted_norms = w * norms
+        ratio = losses / (initial + 1e-8)
+        inverse_rate = ratio / (ops.mean(ratio) + 1e-8)
+        target = ops.mean(weighted_norms) * ops.power(inverse_rate, self.alpha)
+        # d/dw_t of sum |w_t n_t - target_t| with the target held constant.
+        grad = ops.sign(weighted_norms - target) * norms
+        updated = ops.maximum(w + self.adam.step(grad), 1e-4)
+        self.task_weights.assign(updated * self.num_tasks / ops.sum(updated))
+        return w
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "learning_rate": self.learning_rate}

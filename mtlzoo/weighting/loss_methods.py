@@ -1,0 +1,186 @@
+"""Methods that only look at the loss values: their cost is that of the plain sum."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import keras
+from keras import ops
+
+from mtlzoo.weighting.base import AdamState, Weighting, register_weighting
+
+_EPSILON = 1e-8
+
+
+def _number(name: str, value, low: float = 0.0, strict: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or value < low or (strict and value == low):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{name} must be a number {bound} {low}, got {value!r}.")
+    return float(value)
+
+
+@register_weighting("unitary")
+class Unitary(Weighting):
+    """Unitary scalarization: minimise the plain sum of the task losses (the baseline)."""
+
+
+@register_weighting("static")
+class Static(Weighting):
+    """Fixed task weights, given as ``{task: weight}`` (unnamed tasks keep 1) or a list."""
+
+    def __init__(self, weights: Mapping[str, float] | Sequence[float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        weights = dict(weights) if isinstance(weights, Mapping) else (list(weights) if weights else {})
+        items = weights.values() if isinstance(weights, dict) else weights
+        for w in items:
+            _number("static weight", w)
+        self.weights_given = weights
+
+    def check_tasks(self, task_names):
+        names = super().check_tasks(task_names)
+        given = self.weights_given
+        if isinstance(given, dict):
+            unknown = sorted(set(given) - set(names))
+            if unknown:
+                raise ValueError(f"static weights name unknown task(s) {unknown}; the tasks are {list(names)}.")
+        elif len(given) != len(names):
+            raise ValueError(f"static weights: got {len(given)} weights for {len(names)} tasks.")
+        return names
+
+    def build(self, num_tasks):
+        given = self.weights_given
+        if isinstance(given, dict):
+            self._values = [float(given.get(name, 1.0)) for name in self.task_names]
+        else:
+            self._values = [float(w) for w in given]
+        super().build(num_tasks)
+
+    def loss_weights(self, losses):
+        return ops.convert_to_tensor(self._values, dtype=losses.dtype), None
+
+    def get_config(self):
+        return {**super().get_config(), "weights": self.weights_given}
+
+
+@register_weighting("uncertainty")
+class Uncertainty(Weighting):
+    """Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018).
+
+    Learns ``s_t = log sigma_t^2`` with the model: the loss is
+    ``sum_t exp(-s_t) L_t / 2 + s_t / 2``.
+    """
+
+    def build(self, num_tasks):
+        self.log_variance = self.add_weight(name="log_variance", shape=(num_tasks,), initializer="zeros")
+        super().build(num_tasks)
+
+    def loss_weights(self, losses):
+        s = ops.cast(self.log_variance, losses.dtype)
+        return 0.5 * ops.exp(-s), 0.5 * ops.sum(s)
+
+
+@register_weighting("dwa")
+class DWA(Weighting):
+    """Dynamic weight average (Liu, Johns & Davison, CVPR 2019).
+
+    ``w = T * softmax(r / temperature)`` with ``r_t`` the ratio of task t's mean training loss
+    over the last two epochs; weights are 1 for the first two epochs.
+    """
+
+    def __init__(self, temperature: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = _number("temperature", temperature, strict=True)
+
+    def build(self, num_tasks):
+        self.running = self.state_variable("running_sum", (num_tasks,))
+        self.count = self.state_variable("running_count", ())
+        self.last = self.state_variable("last_epoch", (num_tasks,))
+        self.before_last = self.state_variable("epoch_before_last", (num_tasks,))
+        self.epochs_seen = self.state_variable("epochs_seen", ())
+        super().build(num_tasks)
+
+    def loss_weights(self, losses):
+        self.running.assign(self.running + ops.cast(losses, "float32"))
+        self.count.assign(self.count + 1.0)
+        ratio = self.last / (self.before_last + _EPSILON)
+        weights = self.num_tasks * ops.softmax(ratio / self.temperature)
+        ready = ops.cast(self.epochs_seen >= 2, "float32")
+        weights = ready * weights + (1.0 - ready)
+        return ops.cast(weights, losses.dtype), None
+
+    def end_epoch(self):
+        trained = ops.cast(self.count > 0, "float32")  # an epoch of zero steps changes nothing
+        mean = self.running / ops.maximum(self.count, 1.0)
+        self.before_last.assign(trained * self.last + (1.0 - trained) * self.before_last)
+        self.last.assign(trained * mean + (1.0 - trained) * self.last)
+        self.running.assign(ops.zeros(self.running.shape))
+        self.count.assign(0.0)
+        self.epochs_seen.assign(self.epochs_seen + trained)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@register_weighting("rlw")
+class RLW(Weighting):
+    """Random loss weighting (Lin et al., TMLR 2022): every step, ``softmax`` of a standard
+    normal draw. The draw is seeded from the method's own generator, so replicas agree."""
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+
+    def build(self, num_tasks):
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        super().build(num_tasks)
+
+    def loss_weights(self, losses):
+        draw = keras.random.normal((self.num_tasks,), seed=self.seed_generator)
+        return ops.cast(ops.softmax(draw), losses.dtype), None
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@register_weighting("famo")
+class FAMO(Weighting):
+    """Fast adaptive multitask optimisation (Liu et al., NeurIPS 2023).
+
+    Task weights ``z = softmax(xi)`` aim at decreasing every task loss at the same rate; the
+    gradient of the model is that of ``sum_t z_t log(L_t - min_t) / c``. ``xi`` takes an Adam
+    step (with ``decay`` as L2) on the observed change of the log losses between consecutive
+    steps: this uses the next batch's losses instead of a second forward pass on the same one.
+    """
+
+    def __init__(self, learning_rate: float = 0.025, decay: float = 1e-3, min_loss: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.learning_rate = _number("learning_rate", learning_rate, strict=True)
+        self.decay = _number("decay", decay)
+        self.min_loss = float(min_loss)
+
+    def build(self, num_tasks):
+        self.logits = self.state_variable("logits", (num_tasks,))
+        self.previous = self.state_variable("previous_losses", (num_tasks,))
+        self.has_previous = self.state_variable("has_previous", ())
+        self.adam = AdamState(self, num_tasks, self.learning_rate, "logits")
+        super().build(num_tasks)
+
+    def loss_weights(self, losses):
+        losses = ops.cast(losses, "float32")
+        shifted = losses - self.min_loss + _EPSILON
+        z = ops.softmax(self.logits)
+        delta = ops.log(self.previous - self.min_loss + _EPSILON) - ops.log(shifted)
+        # The gradient of softmax(xi) . delta with respect to xi.
+        grad = z * (delta - ops.sum(z * delta)) + self.decay * self.logits
+        # The first step has no previous losses: a zero gradient leaves the logits at 0.
+        self.logits.assign(self.logits + self.adam.step(self.has_previous * grad))
+        self.previous.assign(losses)
+        self.has_previous.assign(1.0)
+        z = ops.softmax(self.logits)
+        c = ops.sum(z / shifted)
+        return ops.cast(z / (c * shifted), "float32"), None
+
+    def get_config(self):
+        return {**super().get_config(), "learning_rate": self.learning_rate, "decay": self.decay,
+                "min_loss": self.min_loss}

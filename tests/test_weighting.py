@@ -1,0 +1,242 @@
+"""Weighting methods inside training: the interface, the vectorised train steps against a
+per-task reference, tf.distribute (2 replicas == 1), JAX == TensorFlow, and saving."""
+
+import contextlib
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mtlzoo
+from mtlzoo import weighting
+from mtlzoo.models import shared_representation, shared_variables
+
+TASKS = ("a", "b", "c")
+ALL = weighting.list_weightings()
+GRADIENT = weighting.list_weightings(gradients=True)
+
+
+def tiny_model(architecture="hard_sharing", **params):
+    keras.utils.set_random_seed(0)
+    tasks = [mtlzoo.Task(name, "regression") for name in TASKS]
+    params = {"shared_units": (8,), **params} if architecture == "hard_sharing" else params
+    return mtlzoo.create_model(architecture, tasks, {"x": {"shape": (6,)}}, **params)
+
+
+def batch(n=32, seed=0, sample_weights=False):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    # Conflicting tasks: b is roughly -a, so gradient methods have something to do.
+    w = rng.normal(size=(6, 1))
+    y = {"a": x @ w, "b": -x @ w + 0.5, "c": np.sin(x[:, :1]) * 3}
+    y = {k: v.astype("float32") for k, v in y.items()}
+    if not sample_weights:
+        return {"x": x}, y
+    return {"x": x}, y, {k: (rng.random(n) < 0.7).astype("float32") for k in TASKS}
+
+
+def test_registry_lists_every_method_of_the_issue():
+    assert set(ALL) == {
+        "unitary", "static", "uncertainty", "dwa", "rlw", "famo", "gradnorm", "pcgrad", "mgda", "mgda_ub",
+        "cagrad", "imtl_g", "aligned_mtl", "nash_mtl", "upgrad",
+    }
+    assert set(GRADIENT) == {"gradnorm", "pcgrad", "mgda", "mgda_ub", "cagrad", "imtl_g", "aligned_mtl",
+                             "nash_mtl", "upgrad"}
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    ("pcgard", ValueError, r"Unknown weighting 'pcgard' \(did you mean 'pcgrad'\?\)"),
+    ({"gradients": "features"}, ValueError, "needs a 'name' key"),
+    ({"name": "cagrad", "radius": 1}, TypeError, "Weighting .cagrad. takes no option.*radius.*it accepts.*'c'"),
+    ({"name": "mgda", "gradients": "activations"}, ValueError, r"gradients must be one of \['parameters', 'features'\]"),
+    (["pcgrad", "uncertainty"], ValueError, "at most one gradient method, and it must come last"),
+    ({"name": "dwa", "temperature": 0}, ValueError, "temperature must be a number > 0"),
+    (3, TypeError, "A weighting is a name"),
+])
+def test_bad_specs_are_clear_errors(spec, error, message):
+    with pytest.raises(error, match=message):
+        weighting.get(spec)
+
+
+def test_compile_errors_name_what_was_expected():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"static weights name unknown task\(s\) \['z'\]"):
+        model.compile(weighting={"name": "static", "weights": {"z": 2.0}})
+    with pytest.raises(ValueError, match="one shared representation"):
+        tiny_model("cross_stitch").compile(weighting="mgda_ub")
+    with mtlzoo.training.trainer.precision("mixed_float16"):
+        model = tiny_model()
+    with pytest.raises(ValueError, match="loss scaling would distort"):
+        model.compile(weighting="pcgrad")
+
+
+def test_the_graph_tells_shared_from_task_specific_variables():
+    model = tiny_model()
+    flags = dict(zip((v.path for v in model.trainable_variables), shared_variables(model)))
+    assert all(flag == path.startswith("shared") for path, flag in flags.items()), flags
+    assert shared_representation(model) is model.get_layer("shared_dense_0").output
+    # Cross-stitch columns are mixed by the stitch units, so every column feeds every task.
+    stitched = tiny_model("cross_stitch")
+    flags = dict(zip((v.path for v in stitched.trainable_variables), shared_variables(stitched)))
+    assert flags == {path: path.split("/")[0] not in TASKS for path in flags}
+    assert sum(flags.values()) == 3
+
+
+def reference_update(model, method, x, y, features):
+    """The update a gradient method makes, one task at a time (the slow, obvious way)."""
+    tasks = model.tasks
+    variables = model.trainable_variables
+    shared = [v for v, flag in zip(variables, shared_variables(model)) if flag]
+    if features:
+        trunk = keras.Model(model.inputs, shared_representation(model))
+        heads = keras.Model(shared_representation(model), model.output)
+    with tf.GradientTape(persistent=True) as tape:
+        if features:
+            z = trunk(x, training=True)
+            pred = heads(z, training=True)
+        else:
+            pred = model(x, training=True)
+        losses = [t.make_loss()(y[t.name], pred[t.name]) for t in tasks]
+        total = tf.add_n(losses)
+    wrt = [z] if features else shared
+    per_task = [np.concatenate([np.ravel(g) for g in tape.gradient(loss, wrt)]) for loss in losses]
+    gram = np.stack(per_task) @ np.stack(per_task).T
+    coefficients = method.gradient_weights(tf.constant(gram, "float32"), tf.stack(losses)).numpy()
+    task_grads = [tape.gradient(loss, shared) for loss in losses]
+    shared_grads = [sum(c * g[i] for c, g in zip(coefficients, task_grads)) for i in range(len(shared))]
+    plain = tape.gradient(total, variables)
+    by_id = {id(v): g for v, g in zip(shared, shared_grads)}
+    return [by_id.get(id(v), g) for v, g in zip(variables, plain)]
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "mgda", "upgrad", "cagrad", "imtl_g", "mgda_ub", "gradnorm"])
+def test_vectorised_step_equals_the_per_task_reference(name):
+    x, y = batch()
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(1.0), weighting=name)
+    reference = weighting.get(name).bind(TASKS)  # same seed, so PCGrad draws the same orders
+    before = [v.numpy() for v in model.trainable_variables]
+    grads = reference_update(model, reference, x, y, features=reference.gradients == "features")
+    model.train_on_batch(x, y)
+    for b, g, v in zip(before, grads, model.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), b - g.numpy(), atol=2e-6, err_msg=v.path)
+
+
+def train(name, strategy=None, epochs=3, sample_weights=True):
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = tiny_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=name)
+    data = tf.data.Dataset.from_tensor_slices(batch(sample_weights=sample_weights)).batch(16)
+    history = model.fit(data, epochs=epochs, verbose=0)
+    return model, history.history
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    # One strategy for the module: strategies created one after another in a process can
+    # hand out clashing collective keys.
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_two_replicas_equal_one_device_on_the_same_global_batches(name, mirrored):
+    one, one_history = train(name)
+    two, two_history = train(name, mirrored)
+    assert [v.path for v in one.weights] == [v.path for v in two.weights]
+    for a, b in zip(one.weights, two.weights):
+        np.testing.assert_allclose(np.asarray(b.numpy()), np.asarray(a.numpy()), atol=1e-5, err_msg=a.path)
+    for key in ("loss", "a_loss"):
+        np.testing.assert_allclose(two_history[key], one_history[key], rtol=1e-5)
+    # Training moved the weights, and every method kept them finite.
+    assert all(np.isfinite(v.numpy()).all() for v in one.weights)
+    assert one_history["loss"][-1] != one_history["loss"][0]
+
+
+def test_dwa_weighs_by_the_ratio_of_the_last_two_epoch_losses():
+    model, history = train("dwa", epochs=3, sample_weights=False)
+    dwa = model.weighting
+    for i, task in enumerate(TASKS):
+        assert float(dwa.last[i]) == pytest.approx(history[f"{task}_loss"][2], rel=1e-5)
+        assert float(dwa.before_last[i]) == pytest.approx(history[f"{task}_loss"][1], rel=1e-5)
+    ratios = np.array([history[f"{t}_loss"][2] / history[f"{t}_loss"][1] for t in TASKS])
+    expected = 3 * np.exp(ratios / 2) / np.exp(ratios / 2).sum()
+    weights, _ = dwa.loss_weights(tf.ones(3))
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-5)
+
+
+def test_uncertainty_weights_are_learnt_and_saved_with_the_model(tmp_path):
+    model, _ = train("uncertainty", epochs=3)
+    log_variance = model.weighting.log_variance.numpy()
+    assert np.abs(log_variance).max() > 1e-3
+    weights, penalty = model.weighting.loss_weights(tf.ones(3))
+    np.testing.assert_allclose(weights.numpy(), 0.5 * np.exp(-log_variance), rtol=1e-6)
+    assert float(penalty) == pytest.approx(0.5 * log_variance.sum(), rel=1e-6)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.weighting).__name__ == "Uncertainty"
+    np.testing.assert_array_equal(loaded.weighting.log_variance.numpy(), log_variance)
+
+
+def test_a_chain_reloads_and_keeps_training(tmp_path):
+    model = tiny_model()
+    model.compile(optimizer="adam", weighting=weighting.chain("uncertainty", {"name": "pcgrad", "seed": 3}))
+    x, y = batch()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    methods = loaded.weighting.methods
+    assert [m.method_name for m in methods] == ["uncertainty", "pcgrad"] and methods[1].seed == 3
+    np.testing.assert_array_equal(methods[0].log_variance.numpy(), model.weighting.methods[0].log_variance.numpy())
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+
+
+def test_unitary_stays_on_the_plain_keras_step():
+    x, y = batch()
+    plain = tiny_model()
+    plain.compile(optimizer=keras.optimizers.SGD(0.1))
+    weighted = tiny_model()
+    weighted.compile(optimizer=keras.optimizers.SGD(0.1), weighting="static")
+    plain.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    weighted.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert plain.get_compile_config().get("weighting") is None
+    for a, b in zip(plain.trainable_variables, weighted.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+JAX_STEP = """
+    import json, sys
+    import numpy as np
+    import keras, mtlzoo
+    data = np.load("batch.npz")
+    out = {}
+    for name in json.loads(sys.argv[1]):
+        model = keras.saving.load_model(f"{name}.keras")
+        for _ in range(3):
+            model.train_on_batch({"x": data["x"]}, {t: data[t] for t in ("a", "b", "c")})
+        out[name] = [np.asarray(v.numpy()).tolist() for v in model.weights]
+    json.dump(out, open("jax.json", "w"))
+"""
+
+
+def test_jax_takes_the_same_steps_as_tensorflow(tmp_path, run_python):
+    names = ["uncertainty", "famo", "mgda", "mgda_ub", "upgrad", "nash_mtl", "aligned_mtl", "gradnorm"]
+    x, y = batch()
+    np.savez(tmp_path / "batch.npz", x=x["x"], **y)
+    expected = {}
+    for name in names:
+        model = tiny_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=name)
+        model.save(tmp_path / f"{name}.keras")
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        expected[name] = [np.asarray(v.numpy()) for v in model.weights]
+    run_python(JAX_STEP.replace('sys.argv[1]', repr(json.dumps(names))), backend="jax")
+    got = json.loads((tmp_path / "jax.json").read_text())
+    for name in names:
+        assert len(got[name]) == len(expected[name]), name
+        for a, b in zip(expected[name], got[name]):
+            np.testing.assert_allclose(np.asarray(b), a, atol=2e-5, err_msg=name)
