@@ -1,5 +1,5 @@
 """Hyperparameter search with keras-tuner over a recipe: architecture, its parameters, loss
-weights and learning rate, scored on per-task validation metrics.
+weights, weighting method and learning rate, scored on per-task validation metrics.
 
 A recipe's ``tuning`` section::
 
@@ -12,6 +12,7 @@ A recipe's ``tuning`` section::
         learning_rate: {min: 0.0003, max: 0.01, sampling: log}
         params: {shared_units: [[50], [100]], units: [[50], [100]]}   # each applies where accepted
         loss_weights: {left: {min: 0.5, max: 2.0}}
+        weighting: [unitary, uncertainty, pcgrad, {name: cagrad, c: 0.4}]
 
 Lists are choices (any YAML value); ``{min, max[, step, sampling]}`` is a numeric range. Several
 objectives are summed, each with its direction. ``tune`` returns the best trial as a recipe;
@@ -44,10 +45,10 @@ def _draw(hp, name: str, spec):
 
 def choose(recipe, space: Mapping[str, Any], hp):
     """The recipe with every searched setting drawn from ``hp``: (recipe, loss weights)."""
-    unknown = sorted(set(space) - {"architecture", "learning_rate", "params", "loss_weights"})
+    unknown = sorted(set(space) - {"architecture", "learning_rate", "params", "loss_weights", "weighting"})
     if unknown:
         raise ValueError(f"tuning.space: unknown key(s) {unknown}; expected architecture, learning_rate, params, "
-                         "loss_weights.")
+                         "loss_weights, weighting.")
     architecture = _draw(hp, "architecture", space["architecture"]) if "architecture" in space else recipe.architecture
     accepted = registry.get_architecture(architecture).parameters()
     params = {k: v for k, v in recipe.params.items() if k in accepted}
@@ -56,6 +57,8 @@ def choose(recipe, space: Mapping[str, Any], hp):
         if name in accepted:
             params[name] = value
     training = recipe.training
+    if "weighting" in space:
+        training = dataclasses.replace(training, weighting=_draw(hp, "weighting", space["weighting"]))
     if "learning_rate" in space:
         training = dataclasses.replace(training, learning_rate=float(_draw(hp, "learning_rate", space["learning_rate"])))
     task_names = [t.name for t in recipe.tasks]
@@ -105,7 +108,7 @@ def tune(recipe, directory, *, overwrite: bool = False, verbose: int = 0):
     def build(hp):
         chosen = choose(recipe, settings["space"], hp)
         model = registry.create_model(chosen.architecture, chosen.tasks, input_spec, **chosen.params)
-        model.compile(optimizer=make_optimizer(chosen.training))
+        model.compile(optimizer=make_optimizer(chosen.training), weighting=chosen.training.weighting)
         return model
 
     tuner_class = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}[algorithm]

@@ -69,3 +69,18 @@ def test_muir_example_runs():
     assert [h["generation"] for h in namespace["search"].history] == [1, 2]
     summary = namespace["muir"].sharing_summary(namespace["model"])
     assert summary["blocks"] == 30 and summary["hypermodules_in_use"] <= 30
+
+
+def test_weighting_example_runs():
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 28, 28, 1)).astype("float32")
+    digits = rng.integers(0, 10, 8)
+    namespace = {"x": x, "y_digit": digits, "y_even": (digits % 2 == 0).astype("float32")[:, None],
+                 "y_ink": x.mean(axis=(1, 2))}
+    exec(compile(code_block("The API in ten lines", "python").split("model.compile")[0], "README.md", "exec"),
+         namespace)
+    source = code_block("Combining the tasks", "python").replace("epochs=1", "epochs=1, verbose=0")
+    exec(compile(source, "README.md", "exec"), namespace)
+    model = namespace["model"]
+    assert [m.method_name for m in model.weighting.methods] == ["uncertainty", "upgrad"]
+    assert np.abs(model.weighting.methods[0].log_variance.numpy()).max() > 0

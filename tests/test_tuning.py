@@ -1,4 +1,4 @@
-"""keras-tuner search over a recipe: architecture, parameters, loss weights, learning rate."""
+"""keras-tuner search over a recipe: architecture, parameters, loss weights, weighting, learning rate."""
 
 import keras_tuner
 import pytest
@@ -14,6 +14,7 @@ SPACE = {
     "learning_rate": {"min": 0.001, "max": 0.1, "sampling": "log"},
     "params": {"shared_units": [[3], [8]], "units": [[3], [8]], "activation": ["linear"]},
     "loss_weights": {"task_00": {"min": 0.5, "max": 2.0}},
+    "weighting": ["unitary", {"name": "pcgrad", "seed": 2}],
 }
 
 
@@ -29,8 +30,10 @@ def test_choose_draws_every_setting_and_keeps_only_accepted_params():
     recipe = recipe_from_dict(tuning_recipe(), source="test")
     hp = keras_tuner.HyperParameters()
     hp.Fixed("architecture", 1)  # cross_stitch
+    hp.Fixed("weighting", 1)
     chosen = choose(recipe, SPACE, hp)
     assert chosen.architecture == "cross_stitch"
+    assert chosen.training.weighting == {"name": "pcgrad", "seed": 2}
     assert "shared_units" not in chosen.params and chosen.params["units"] == [3]  # the first choice
     assert 0.001 <= chosen.training.learning_rate <= 0.1
     assert 0.5 <= next(t.weight for t in chosen.tasks if t.name == "task_00") <= 2.0
@@ -57,5 +60,6 @@ def test_tune_cli_searches_per_task_objectives_and_writes_the_best_recipe(tmp_pa
     values = best_trial.hyperparameters.values
     assert best.architecture == SPACE["architecture"][values["architecture"]]
     assert best.training.learning_rate == pytest.approx(values["learning_rate"])
+    assert best.training.weighting == SPACE["weighting"][values["weighting"]]
     missing = cli("tune", write_recipe(tmp_path / "plain.yaml", small_recipe_dict()), "--out", tmp_path / "x.yaml")
     assert missing.returncode == 2 and "has no tuning section" in missing.stderr
