@@ -235,15 +235,25 @@ def shared_representation(model: keras.Model):
 
 
 def weighting_plan(model: keras.Model, features: bool):
-    """The variables (and, for ``features``, the trunk and heads) a gradient method works with."""
+    """The variables a gradient method works with, and the model split at its shared
+    representation where it has one: needed for ``features``, and used for the parameter
+    gradients when every shared variable sits before the representation (hard sharing)."""
     from mtlzoo.training.weighted_step import Plan
 
     flags = shared_variables(model)
-    plan = Plan(shared=[i for i, f in enumerate(flags) if f], others=[i for i, f in enumerate(flags) if not f])
+    plan = Plan(shared=[i for i, f in enumerate(flags) if f], others=[i for i, f in enumerate(flags) if not f],
+                features=features)
     if not plan.shared:
         raise ValueError("No trainable variable is shared by two tasks, so there is nothing to combine.")
-    if features:
+    try:
         representation = shared_representation(model)
-        plan.trunk = keras.Model(model.inputs, representation, name="trunk")
+    except ValueError:
+        if features:
+            raise
+        return plan
+    trunk = keras.Model(model.inputs, representation, name="trunk")
+    in_trunk = {id(v) for v in trunk.trainable_variables}
+    if features or all(id(model.trainable_variables[i]) in in_trunk for i in plan.shared):
+        plan.trunk = trunk
         plan.heads = keras.Model(representation, model.output, name="heads")
     return plan

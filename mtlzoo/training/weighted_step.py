@@ -71,12 +71,13 @@ def unscale_for_replicas(value):
 
 @dataclasses.dataclass
 class Plan:
-    """Which variables the gradient method acts on, fixed per model."""
+    """Which variables the gradient method works with, and how to reach them, fixed per model."""
 
     shared: list  # indices into model.trainable_variables
     others: list
-    trunk: keras.Model | None = None  # with gradients="features": inputs -> representation
-    heads: keras.Model | None = None  # representation -> task outputs
+    features: bool = False  # the method sees the gradients of the representation
+    trunk: keras.Model | None = None  # inputs -> the shared representation, where there is one
+    heads: keras.Model | None = None  # the shared representation -> task outputs
 
 
 def _flatten(tensors, rows: int):
@@ -121,21 +122,34 @@ def tf_train_step(model, data):
             y_pred = model(x, training=True)
         weighted, extra, observed = model._weighted_task_losses(y, y_pred, sample_weight)
         total = ops.sum(weighted) + extra
+        task_terms = tf.unstack(weighted)  # recorded, for one gradient per task
     model._loss_tracker.update_state(
         unscale_for_replicas(total), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
     )
     num_tasks = len(model.tasks)
     if plan.trunk is not None:
-        jac = tape.jacobian(weighted, representation, experimental_use_pfor=True)
-        per_task = tf.reshape(jac, (num_tasks, -1))
+        # Each task's gradient at the representation, through its own head only: T head
+        # backward passes, where a jacobian would push every task through every head (T^2).
+        at_representation = tf.stack([tape.gradient(term, representation) for term in task_terms])
+    if plan.features:
+        per_task = tf.reshape(at_representation, (num_tasks, -1))
         gram = sum_over_replicas(tf.matmul(per_task, per_task, transpose_b=True))
         coefficients = tf.stop_gradient(weighting.gradient_weights(gram, observed))
         with tape:  # the persistent tape records the combined loss too
             combined = ops.sum(coefficients * weighted) + extra
         shared_grads = tape.gradient(combined, shared)
     else:
-        jac = _zeros_for_none(tape.jacobian(weighted, shared, experimental_use_pfor=True), shared, num_tasks)
-        per_task = sum_over_replicas(_flatten(jac, num_tasks))
+        if plan.trunk is not None:
+            # Then through the trunk, vectorised over the tasks (pfor, as in tape.jacobian).
+            per_task = tf.vectorized_map(
+                lambda cotangent: _flatten(_zeros_for_none(
+                    tape.gradient(representation, shared, output_gradients=cotangent), shared), 1)[0],
+                at_representation,
+            )
+        else:
+            jac = tape.jacobian(weighted, shared, experimental_use_pfor=True)
+            per_task = _flatten(_zeros_for_none(jac, shared, num_tasks), num_tasks)
+        per_task = sum_over_replicas(per_task)
         gram = tf.matmul(per_task, per_task, transpose_b=True)
         coefficients = tf.stop_gradient(weighting.gradient_weights(gram, observed))
         direction = share_for_replicas(tf.linalg.matvec(per_task, coefficients, transpose_a=True))
@@ -210,7 +224,7 @@ def jax_train_step(model, state, data):
     rows, pullback, aux = jax.vjp(rows_of, trainable, has_aux=True)
     y_pred, non_trainable, metrics_variables, observed, representation = aux
     eye = ops.eye(num_tasks + 1, dtype=rows.dtype)
-    if plan.trunk is not None:
+    if plan.features:
         # Gradients of the task losses with respect to the representation: the heads only.
         _, pull_representation, _ = jax.vjp(lambda r: rows_of(trainable, r), representation, has_aux=True)
         (per_task,) = jax.vmap(pull_representation)(eye[:num_tasks])
@@ -223,7 +237,7 @@ def jax_train_step(model, state, data):
     with keras.StatelessScope(state_mapping=mapping) as scope:
         coefficients = jax.lax.stop_gradient(model.weighting.gradient_weights(per_task @ per_task.T, observed))
     non_trainable = current(scope, model.non_trainable_variables, non_trainable)
-    if plan.trunk is not None:
+    if plan.features:
         # Shared variables follow the combined losses, the others their own task's loss.
         cotangents = ops.stack([ops.concatenate([coefficients, ops.ones((1,))]), ops.ones((num_tasks + 1,))])
         (both,) = jax.vmap(pullback)(cotangents)
