@@ -1,9 +1,11 @@
 """Train steps for gradient weighting methods (TensorFlow and JAX), and the per-task losses.
 
 A gradient method needs the gradient of every task loss with respect to the shared
-parameters (or the shared representation). Both backends get them in one vectorised pass:
-``GradientTape.jacobian`` with ``pfor`` on TensorFlow, ``vmap`` of one ``vjp`` on JAX, never a
-Python loop of T backward passes.
+parameters (or the shared representation), and both backends get them in one vectorised
+pass, never a Python loop of T full backward passes. On TensorFlow, where the model has a
+shared representation (hard sharing), each task's gradient at the representation comes from
+its own head alone and goes through the trunk in one ``pfor`` over the tasks; otherwise one
+``GradientTape.jacobian`` with ``pfor``. On JAX, ``vmap`` of one ``vjp``.
 
 Under a ``tf.distribute`` strategy every replica sees a slice of the batch, and Keras losses
 are already divided by the number of replicas. The per-task gradients (or their Gram matrix,
