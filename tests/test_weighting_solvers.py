@@ -283,6 +283,73 @@ def test_upgrad_is_the_mean_without_conflicts():
         np.testing.assert_allclose(run(solvers.upgrad_weights, grads), 1 / num_tasks, atol=1e-7)
 
 
+# -- T = 2 closed forms and early stopping ------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kind", ["random", "conflict", "scaled", "aligned"])
+def test_two_task_closed_forms_match_scipy(seed, kind):
+    grads = gradients(seed, 2, kind)
+    gram = grads @ grads.T
+    for c in (0.1, 0.4, 0.9):
+        np.testing.assert_allclose(run(solvers.cagrad_weights, grads, c=c), cagrad_reference(gram, c), atol=1e-5)
+    np.testing.assert_allclose(run(solvers.upgrad_weights, grads), upgrad_reference(gram), rtol=1e-4, atol=1e-5)
+    gram32 = gram.astype("float32")
+    for solve in (solvers._min_norm_solve, solvers._cagrad_solve, solvers._upgrad_solve):
+        assert int(solve(gram32)[1]) == 0  # no iterations
+
+
+# Each iterative solver's private helper (returning the weights and the iterations used) and
+# its maximum, the public default.
+ITERATIVE = {
+    "mgda": (solvers._min_norm_solve, 250),
+    "cagrad": (solvers._cagrad_solve, 50),
+    "upgrad": (solvers._upgrad_solve, 100),
+    "nash_mtl": (solvers._nash_mtl_solve, 20),
+}
+
+
+def easy_gradients():
+    """Six well-conditioned gradients (Gram eigenvalues 0.4-1.7 times the mean), one pair in conflict."""
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(6, 64))
+    grads[1] = -0.5 * grads[0] + grads[1]
+    return grads
+
+
+def test_iterative_solvers_stop_early_on_an_easy_case():
+    grads = easy_gradients()
+    gram = grads @ grads.T
+    gram32 = tf.constant(gram.astype("float32"))
+    used = {}
+    for name, (solve, maximum) in ITERATIVE.items():
+        weights, iterations = solve(gram32)
+        compiled = tf.function(lambda g, solve=solve: solve(g))(gram32)
+        assert iterations.dtype == "int32"
+        used[name] = int(iterations)
+        assert 0 < used[name] < maximum, name
+        # The same stop in a compiled graph, and the maximum is respected.
+        assert int(compiled[1]) == used[name], name
+        np.testing.assert_allclose(compiled[0].numpy(), ops.convert_to_numpy(weights), rtol=1e-5, atol=1e-6)
+        assert int(solve(gram32, iterations=2)[1]) == 2, name
+        # The public function returns the same weights.
+        public = {"mgda": solvers.min_norm_weights, "cagrad": solvers.cagrad_weights,
+                  "upgrad": solvers.upgrad_weights, "nash_mtl": solvers.nash_mtl_weights}[name]
+        np.testing.assert_allclose(run(public, grads), ops.convert_to_numpy(weights), rtol=1e-6, atol=1e-7)
+    # ... and each still meets its defining property at the tests' tolerances.
+    num_tasks = len(gram)
+    mgda = run(solvers.min_norm_weights, grads)
+    value, slopes, tol = mgda @ gram @ mgda, gram @ mgda, 1e-4 * np.trace(gram) / num_tasks
+    assert np.all(slopes >= value - tol)
+    np.testing.assert_allclose(slopes[mgda > 1e-6], value, atol=tol)
+    np.testing.assert_allclose(run(solvers.cagrad_weights, grads), cagrad_reference(gram, 0.4), atol=1e-4)
+    upgrad = run(solvers.upgrad_weights, grads)
+    assert np.all(gram @ upgrad >= -(1e-4 * np.abs(upgrad).max() + 1e-5) * np.trace(gram))
+    np.testing.assert_allclose(upgrad, upgrad_reference(gram), rtol=1e-4, atol=1e-5)
+    alpha = run(solvers.nash_mtl_weights, grads)
+    np.testing.assert_allclose((gram / np.linalg.norm(gram)) @ alpha, 1 / alpha, rtol=1e-4)
+
+
 # -- edge cases and execution modes -------------------------------------------------------
 
 SOLVERS = {
