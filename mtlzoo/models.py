@@ -121,22 +121,26 @@ class MultiTaskModel(keras.Model):
         # Validation and evaluation always report the plain sum, comparable across methods.
         if not training or self._unitary():
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        weighted, extra, _ = self._weighted_task_losses(y, y_pred, sample_weight)
-        return ops.sum(weighted) + extra
+        terms, extra, _ = self._weighted_task_losses(y, y_pred, sample_weight)
+        return ops.sum(ops.stack(terms)) + extra
 
     def _weighted_task_losses(self, y, y_pred, sample_weight):
-        """``(weighted per-task losses, other loss terms, observed per-task loss values)``."""
+        """``(weighted loss of each task, other loss terms, observed per-task loss values)``.
+
+        The weighted losses are a list of scalars, not one stacked tensor, so that the gradient
+        of one task's term reaches back through that task's head only.
+        """
         from mtlzoo.training import weighted_step
 
         losses = weighted_step.task_losses(self, y, y_pred, sample_weight)
-        observed = weighted_step.sum_over_replicas(ops.stop_gradient(losses))
+        observed = weighted_step.sum_over_replicas(ops.stop_gradient(ops.stack(losses)))
         weights, penalty = self.weighting.loss_weights(observed)
         extra = ops.zeros((), "float32")
         for loss in self.losses:
             extra = extra + ops.cast(self._aggregate_additional_loss(loss), "float32")
         if penalty is not None:
             extra = extra + weighted_step.share_for_replicas(penalty)
-        return weights * losses, extra, observed
+        return [w * loss for w, loss in zip(ops.unstack(weights), losses)], extra, observed
 
     def train_step(self, *args):
         if self._unitary() or not self.weighting.uses_gradients:

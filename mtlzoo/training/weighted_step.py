@@ -25,7 +25,7 @@ from keras import ops
 
 
 def task_losses(model, y, y_pred, sample_weight):
-    """The compiled loss of each task (times its static weight), stacked in task order.
+    """The compiled loss of each task (times its static weight), a list of scalars in task order.
 
     Updates the ``<task>_loss`` metrics as ``Model.compute_loss`` would. Under tf.distribute
     each value is already divided by the number of replicas.
@@ -42,7 +42,7 @@ def task_losses(model, y, y_pred, sample_weight):
         if tracker is not None:
             tracker.update_state(unscale_for_replicas(value), sample_weight=ops.shape(y_pred[name])[0])
         values[name] = value if weight is None else value * weight
-    return ops.stack([values[t.name] for t in model.tasks])
+    return [values[t.name] for t in model.tasks]
 
 
 def _replicas() -> int:
@@ -122,9 +122,9 @@ def tf_train_step(model, data):
             y_pred = plan.heads(representation, training=True)
         else:
             y_pred = model(x, training=True)
-        weighted, extra, observed = model._weighted_task_losses(y, y_pred, sample_weight)
+        task_terms, extra, observed = model._weighted_task_losses(y, y_pred, sample_weight)
+        weighted = tf.stack(task_terms)
         total = ops.sum(weighted) + extra
-        task_terms = tf.unstack(weighted)  # recorded, for one gradient per task
     model._loss_tracker.update_state(
         unscale_for_replicas(total), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
     )
@@ -216,12 +216,12 @@ def jax_train_step(model, state, data):
         model._losses_override = regularization
         try:
             with keras.StatelessScope(state_mapping=state_mapping(trainable_values, values, metrics_variables)) as scope:
-                weighted, extra, observed = model._weighted_task_losses(y, y_pred, sample_weight)
+                terms, extra, observed = model._weighted_task_losses(y, y_pred, sample_weight)
         finally:
             model._losses_override = []
         aux = (y_pred, current(scope, model.non_trainable_variables, values),
                current(scope, model.metrics_variables, metrics_variables), observed, representation)
-        return ops.concatenate([weighted, ops.reshape(extra, (1,))]), aux
+        return ops.stack([*terms, extra]), aux
 
     rows, pullback, aux = jax.vjp(rows_of, trainable, has_aux=True)
     y_pred, non_trainable, metrics_variables, observed, representation = aux
