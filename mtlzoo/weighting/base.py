@@ -138,6 +138,22 @@ class GradientWeighting(Weighting):
         return {**super().get_config(), "gradients": self.gradients}
 
 
+class Seeded:
+    """Mixin for methods that draw random numbers: ``seed`` seeds the method's own generator,
+    whose state lives in a variable, so every replica (and a reloaded model) draws alike."""
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+
+    def build(self, num_tasks):
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        super().build(num_tasks)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="mtlzoo")
 class Chain(Weighting):
     """Loss weightings applied one after another, optionally ending in one gradient method.

@@ -6,29 +6,18 @@ import keras
 from keras import ops
 
 from mtlzoo.weighting import solvers
-from mtlzoo.weighting.base import AdamState, GradientWeighting, register_weighting
+from mtlzoo.weighting.base import AdamState, GradientWeighting, Seeded, register_weighting
 from mtlzoo.weighting.loss_methods import _number
 
 
 @register_weighting("pcgrad")
-class PCGrad(GradientWeighting):
+class PCGrad(Seeded, GradientWeighting):
     """Projecting conflicting gradients (Yu et al., NeurIPS 2020): each task gradient drops its
     component along every other task gradient it conflicts with, in a random order per step."""
-
-    def __init__(self, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = int(seed)
-
-    def build(self, num_tasks):
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
-        super().build(num_tasks)
 
     def gradient_weights(self, gram, losses):
         noise = keras.random.uniform((self.num_tasks, self.num_tasks), seed=self.seed_generator)
         return solvers.pcgrad_weights(gram, ops.argsort(noise, axis=1))
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
 
 @register_weighting("mgda")

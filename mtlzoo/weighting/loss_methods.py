@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import keras
 from keras import ops
 
-from mtlzoo.weighting.base import AdamState, Weighting, register_weighting
+from mtlzoo.weighting.base import AdamState, Seeded, Weighting, register_weighting
 
 _EPSILON = 1e-8
 
@@ -123,24 +123,13 @@ class DWA(Weighting):
 
 
 @register_weighting("rlw")
-class RLW(Weighting):
+class RLW(Seeded, Weighting):
     """Random loss weighting (Lin et al., TMLR 2022): every step, ``softmax`` of a standard
-    normal draw. The draw is seeded from the method's own generator, so replicas agree."""
-
-    def __init__(self, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = int(seed)
-
-    def build(self, num_tasks):
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
-        super().build(num_tasks)
+    normal draw."""
 
     def loss_weights(self, losses):
         draw = keras.random.normal((self.num_tasks,), seed=self.seed_generator)
         return ops.cast(ops.softmax(draw), losses.dtype), None
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
 
 @register_weighting("famo")
