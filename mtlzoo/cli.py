@@ -1,4 +1,4 @@
-"""The ``mtlzoo`` command: list, train, evaluate, export.
+"""The ``mtlzoo`` command: list, train, compare, evaluate, export.
 
 Exit codes: 0 success, 1 a run that failed, 2 bad input (recipe, arguments, run directory).
 """
@@ -63,6 +63,54 @@ def _cmd_train(args) -> int:
     )
     print(f"trained {recipe.name!r} into {args.out}")
     return 0
+
+
+def _cmd_compare(args) -> int:
+    from mtlzoo import compare
+    from mtlzoo.config import load_recipe
+
+    recipe = load_recipe(args.config)
+    try:
+        report = compare.compare(
+            recipe,
+            args.out,
+            args.weightings,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            strategy=args.strategy,
+            single_task=args.single_task,
+            baselines=args.baselines,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
+            command=_compare_command(args),
+        )
+    except compare.CompareError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    print()
+    print(compare.summary_text(report))
+    print(f"wrote {Path(args.out) / 'compare.json'}, compare.md and compare.png ({report['wall_seconds']:.0f} s)")
+    return 0
+
+
+def _compare_command(args) -> str:
+    """The command line that reproduces this comparison (options in a fixed order)."""
+    words = ["mtlzoo", "compare", args.config, "--weightings", args.weightings, "--seeds", str(args.seeds)]
+    words += ["--out", str(args.out)]
+    words += ["--epochs", str(args.epochs)] if args.epochs is not None else []
+    words += ["--strategy", args.strategy] if args.strategy else []
+    words += ["--single-task"] if args.single_task else []
+    words += ["--baselines", args.baselines] if args.baselines else []
+    return " ".join(words)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def _cmd_finetune(args) -> int:
@@ -237,6 +285,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="0 silent, 1 progress bar, 2 one line per epoch")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("compare", help="train a recipe with several weightings over seeds; tabulate metrics and Δm")
+    p.add_argument("config", help="YAML recipe, e.g. zoo_configs/multimnist_hard_sharing.yaml")
+    p.add_argument("--weightings", required=True,
+                   help="comma-separated weighting names, e.g. unitary,uncertainty,pcgrad (see mtlzoo.weighting)")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="runs per weighting (seeds recipe seed + 0, 1, ...)")
+    p.add_argument("--out", required=True, help="run directory to create: RUN_DIR/<weighting>/seed<i>/, compare.*")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="overrides training.epochs")
+    p.add_argument("--strategy", choices=STRATEGIES, default=None, help="overrides training.strategy")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--single-task", action="store_true",
+                      help="also train each task alone (same seeds) for the delta m baselines")
+    base.add_argument("--baselines", default=None, metavar="JSON",
+                      help="reuse single-task baselines {task: {metric: value}}, e.g. an earlier RUN_DIR/single_task.json")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
+                   help="0 one line per run, 1 progress bars, 2 one line per epoch")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("evaluate", help="per-task metrics of a trained run")
     p.add_argument("run_dir")
