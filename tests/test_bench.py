@@ -1,5 +1,6 @@
 """Benchmarks stay runnable: each runs in its quick mode (its full run writes bench/results/)."""
 
+import json
 import subprocess
 import sys
 
@@ -8,10 +9,10 @@ import pytest
 from conftest import REPO
 
 
-def quick_run(script: str) -> str:
-    """Run ``bench/<script> --quick``; fail with its output unless it exits 0; return its stdout."""
+def quick_run(script: str, *args: str) -> str:
+    """Run ``bench/<script> --quick [args]``; fail with its output unless it exits 0; return its stdout."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), "--quick"],
+        [sys.executable, str(REPO / "bench" / script), "--quick", *args],
         capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -60,3 +61,41 @@ def test_loop_overhead_quick_run_times_both_loops(data_dir):
     plain, zoo = (float(rows[k].split("|")[2]) for k in ("plain", "`mtlzoo.train`"))
     assert plain > 0 and zoo > 0
     assert float(rows["`mtlzoo.train`"].split("|")[3]) == pytest.approx(zoo / plain, abs=0.01)
+
+
+def test_weighting_speed_quick_run_reports_ratios_to_unitary(tmp_path):
+    out = tmp_path / "weighting_speed"
+    stdout = quick_run("weighting_speed.py", "--out", str(out))  # T = 2, 3; unitary, uncertainty, mgda
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["config"]["tasks"] == [2, 3]
+    assert report["methods"] == ["unitary", "uncertainty", "mgda"]
+    for tasks in ("2", "3"):
+        result = report["results"][tasks]
+        rows = result["methods"]
+        assert rows["unitary"]["ratio"] == 1.0
+        for row in rows.values():
+            assert len(row["step_seconds"]) == report["config"]["rounds"] == 2  # rounds of timed steps
+            assert all(len(r) == report["config"]["steps"] for r in row["step_seconds"])
+            assert row["ratio"] == pytest.approx(row["median_seconds_per_step"] / rows["unitary"]["median_seconds_per_step"])
+            assert row["peak_bytes"] >= 0
+        assert (rows["uncertainty"]["kind"], rows["mgda"]["kind"]) == ("loss", "gradient")
+        assert rows["mgda"]["solver_seconds"] > 0
+        assert rows["mgda"]["analytic_gradient_bytes"] == int(tasks) * result["parameters"]["shared"] * 4
+    table = [line for line in stdout.splitlines() if line.startswith("| ") and "× (" in line]
+    assert [line.split("|")[1].strip() for line in table] == ["unitary", "uncertainty", "mgda"]
+    assert "| unitary | loss | 1.00× (" in out.with_suffix(".md").read_text()
+
+
+def test_solver_speed_quick_run_times_every_iterative_solver():
+    stdout = quick_run("solver_speed.py")
+    rows = [line.split("|") for line in stdout.splitlines() if line.startswith("| ") and line[2:3].isalpha()]
+    timed = {(r[1].strip(), int(r[2])) for r in rows if r[1].strip() != "solver"}
+    assert timed == {(s, t) for s in ("mgda", "cagrad", "upgrad", "nash_mtl") for t in (2, 3)}
+    assert all(float(r[3]) > 0 for r in rows if r[1].strip() != "solver")
+
+
+def test_weighting_compare_quick_run_writes_a_comparison(tmp_path, data_dir):
+    quick_run("weighting_compare.py", "--benchmarks", "school", "--workdir", str(tmp_path))
+    report = json.loads((tmp_path / "school" / "compare.json").read_text())
+    assert report["weightings"] == ["unitary", "pcgrad"]
+    assert (tmp_path / "school" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
