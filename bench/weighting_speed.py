@@ -399,8 +399,9 @@ def markdown(report: dict) -> str:
             "",
             "Per gradient method: its step time minus unitary's, and the solver alone (`gradient_weights` on a random "
             "(T, T) Gram matrix, compiled; median of "
-            f"{cfg['solver_repeats']} calls), in ms. The rest is the per-task gradients (the pfor Jacobian / vmap "
-            "of the VJP) and combining them.",
+            f"{cfg['solver_repeats']} calls), in ms. The rest is getting the per-task gradients (TensorFlow: each "
+            "task's own head backward, then the trunk's vectorised with pfor; JAX: vmap of one VJP), their Gram "
+            "matrix and the combined update.",
             "",
             "| method | " + " | ".join(f"T={t} step − unitary | T={t} solver" for t in ts) + " |",
             "| --- | " + " | ".join("---: | ---:" for _ in ts) + " |",
