@@ -49,20 +49,6 @@ SINGLE_TASK_DIR = "single_task"
 SINGLE_TASK_FILE = "single_task.json"
 SINGLE_TASK_WEIGHTING = "unitary"
 
-# Metric names (as Keras logs them) by direction. A name matches if it equals one of these or
-# ends with "_" + one of them (e.g. "binary_accuracy", "val_rmse").
-HIGHER_IS_BETTER = (
-    "accuracy", "acc", "auc", "precision", "recall", "f1", "f1_score", "fbeta_score", "r2", "r2_score",
-    "iou", "mean_iou", "one_hot_iou", "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
-)
-LOWER_IS_BETTER = (
-    "loss", "mae", "mse", "rmse", "mape", "msle", "error", "mean_absolute_error", "mean_squared_error",
-    "root_mean_squared_error", "mean_absolute_percentage_error", "mean_squared_logarithmic_error",
-    "crossentropy", "hinge", "squared_hinge", "categorical_hinge", "logcosh", "log_cosh", "kl_divergence",
-    "kld", "poisson",
-)
-
-
 class CompareError(ValueError):
     """A comparison that cannot run as asked (checked before anything trains)."""
 
@@ -72,17 +58,16 @@ class CompareError(ValueError):
 
 
 def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better: True for accuracy, AUC and the like,
-    False for losses and errors (mae, mse, rmse, ...). Raises ``CompareError`` for a name it
-    does not know, rather than guessing."""
-    for names, answer in ((HIGHER_IS_BETTER, True), (LOWER_IS_BETTER, False)):
-        if metric in names or any(metric.endswith("_" + n) for n in names):
-            return answer
-    raise CompareError(
-        f"Cannot tell whether a higher or lower {metric!r} is better, so Δm cannot use it; known metrics: "
-        f"higher is better for {list(HIGHER_IS_BETTER)}, lower for {list(LOWER_IS_BETTER)} "
-        "(also with a prefix, e.g. 'binary_accuracy')."
-    )
+    """Whether a larger value of ``metric`` is better (``evaluation.higher_is_better``); a
+    ``CompareError`` for a name that does not tell, rather than a guess."""
+    up = evaluation.higher_is_better(metric)
+    if up is None:
+        raise CompareError(
+            f"Cannot tell whether a higher or lower {metric!r} is better, so Δm cannot use it; known metric "
+            f"names end in {list(evaluation.HIGHER_IS_BETTER)} (higher is better) or "
+            f"{list(evaluation.LOWER_IS_BETTER)} (lower is better)."
+        )
+    return up
 
 
 def task_metrics(task: Task) -> list[str]:

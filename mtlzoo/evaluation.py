@@ -7,6 +7,24 @@ import numpy as np
 from mtlzoo.data.base import MultiTaskArrays
 
 
+# Whether a metric (or a log key naming one) is better higher or lower, by how its name ends:
+# "val_task_00_auc", "binary_accuracy", "mean_absolute_error".
+LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "msle", "mape", "crossentropy", "hinge", "divergence",
+                   "kld", "poisson", "cosh")
+HIGHER_IS_BETTER = ("accuracy", "acc", "auc", "precision", "recall", "f1", "score", "r2", "iou")
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """True when a larger ``metric`` is better (accuracy, AUC, ...), False for losses and
+    errors, None when its name does not tell."""
+    name = metric.lower()
+    if name.endswith(LOWER_IS_BETTER):
+        return False
+    if name.endswith(HIGHER_IS_BETTER):
+        return True
+    return None
+
+
 def evaluate(model, data: MultiTaskArrays, *, batch_size: int = 256) -> dict[str, dict[str, float]]:
     """``{task: {metric: value, "examples": n}}`` for every task of ``model``.
 

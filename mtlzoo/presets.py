@@ -35,7 +35,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 BUILTIN_DIR = Path(__file__).resolve().parent / "pretrained"
-HIGHER_IS_BETTER = ("accuracy", "auc")
 
 
 class PresetError(ValueError):
@@ -137,7 +136,7 @@ def _delta_m(metrics, baselines: Mapping) -> dict:
 
     shared = sorted({m for scores in baselines["metrics"].values() for m in scores}
                     & {m for scores in metrics.values() for m in scores})
-    higher = {m: m in HIGHER_IS_BETTER for m in shared}
+    higher = {m: bool(evaluation.higher_is_better(m)) for m in shared}
     return {"percent": evaluation.delta_m(metrics, baselines["metrics"], higher),
             "metrics": shared, "baselines": dict(baselines["metrics"]), "source": baselines.get("source", "")}
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtlzoo.evaluation import delta_m
+from mtlzoo.evaluation import delta_m, higher_is_better
 
 
 def test_delta_m_averages_relative_changes_with_the_metric_direction():
@@ -23,3 +23,12 @@ def test_delta_m_names_what_is_missing():
         delta_m({"left": {"accuracy": 0.9}}, single, {"auc": True})
     with pytest.raises(ValueError, match="baseline accuracy is 0"):
         delta_m({"left": {"accuracy": 0.9}}, {"left": {"accuracy": 0.0}}, {"accuracy": True})
+
+
+@pytest.mark.parametrize("metric, expected", [
+    ("accuracy", True), ("binary_accuracy", True), ("val_task_00_auc", True), ("r2_score", True),
+    ("loss", False), ("val_rmse", False), ("mean_absolute_error", False), ("kl_divergence", False),
+    ("examples", None), ("wobble", None),
+])
+def test_metric_direction_is_read_from_the_name(metric, expected):
+    assert higher_is_better(metric) is expected

@@ -9,16 +9,13 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from mtlzoo import io
+from mtlzoo import evaluation, io
 
 DEFAULT_MONITOR = "mean_val_loss"
 MONITOR_MODES = ("auto", "min", "max")
 MEAN_PREFIX = "mean_val_"
 
 # Metric names whose direction a metric object does not declare itself (plain functions).
-_DOWN = ("loss", "error", "mae", "mse", "rmse", "msle", "mape", "crossentropy", "hinge", "divergence",
-         "poisson", "cosh")
-_UP = ("accuracy", "auc", "precision", "recall", "f1", "score", "r2", "iou")
 
 
 def _summary_key(key: str, task_names: list[str]) -> str | None:
@@ -128,12 +125,8 @@ def _metric_mode(metric) -> str | None:
 def name_mode(name: str) -> str | None:
     """``min`` / ``max`` for a metric or log key by its name (``val_task_00_auc``: ``max``); None
     when the name does not tell."""
-    name = name.lower()
-    if name.endswith(_DOWN):
-        return "min"
-    if name.endswith(_UP):
-        return "max"
-    return None
+    up = evaluation.higher_is_better(name)
+    return None if up is None else ("max" if up else "min")
 
 
 def predicted_log_keys(tasks) -> dict[str, str | None]:
