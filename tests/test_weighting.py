@@ -136,9 +136,9 @@ def train(name, strategy=None, epochs=3, sample_weights=True):
 
 @pytest.fixture(scope="module")
 def mirrored():
-    # One strategy for the module: strategies created one after another in a process can
-    # hand out clashing collective keys.
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reductions through one device rather than collectives: collective strategies created one
+    # after another in a process (other test modules make theirs) can hand out clashing keys.
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 @pytest.mark.parametrize("name", ALL)
