@@ -53,11 +53,7 @@ def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
-    weight_decay = float(getattr(config, "weight_decay", 0.0) or 0.0)
-    if weight_decay == 0.0:
-        decay = 0.0 if config.optimizer == "adamw" else None
-    else:
-        decay = weight_decay
+    decay = config.weight_decay or (0.0 if config.optimizer == "adamw" else None)
     return classes[config.optimizer](learning_rate=config.learning_rate, weight_decay=decay)
 
 
