@@ -246,6 +246,7 @@ def solver_seconds(method: str, num_tasks: int, repeats: int, seed: int) -> floa
     grads = rng.normal(size=(num_tasks, 4 * num_tasks + 64)).astype("float32")
     gram = grads @ grads.T
     losses = rng.uniform(0.5, 2.0, size=num_tasks).astype("float32")
+    present = np.ones(num_tasks, dtype="float32")
     if keras.backend.backend() == "jax":
         import jax
 
@@ -254,7 +255,7 @@ def solver_seconds(method: str, num_tasks: int, repeats: int, seed: int) -> floa
         @jax.jit
         def solve(values, gram, losses):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
-                weights = instance.gradient_weights(gram, losses)
+                weights = instance.gradient_weights(gram, losses, present)
             return weights, [scope.get_current_value(v) if scope.get_current_value(v) is not None else x
                              for v, x in zip(variables, values)]
 
@@ -266,10 +267,10 @@ def solver_seconds(method: str, num_tasks: int, repeats: int, seed: int) -> floa
             jax.block_until_ready(weights)
     else:
         solve = tf.function(instance.gradient_weights, autograph=False)
-        gram_t, losses_t = tf.constant(gram), tf.constant(losses)
+        gram_t, losses_t, present_t = tf.constant(gram), tf.constant(losses), tf.constant(present)
 
         def call():
-            solve(gram_t, losses_t).numpy()
+            solve(gram_t, losses_t, present_t).numpy()
 
     call()  # trace / compile
     times = []

@@ -121,11 +121,12 @@ class MultiTaskModel(keras.Model):
         # Validation and evaluation always report the plain sum, comparable across methods.
         if not training or self._unitary():
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        terms, extra, _ = self._weighted_task_losses(y, y_pred, sample_weight)
+        terms, extra, _, _ = self._weighted_task_losses(y, y_pred, sample_weight)
         return ops.sum(ops.stack(terms)) + extra
 
     def _weighted_task_losses(self, y, y_pred, sample_weight):
-        """``(weighted loss of each task, other loss terms, observed per-task loss values)``.
+        """``(weighted loss of each task, other loss terms, observed per-task loss values,
+        the tasks present in the global batch)``.
 
         The weighted losses are a list of scalars, not one stacked tensor, so that the gradient
         of one task's term reaches back through that task's head only.
@@ -134,13 +135,14 @@ class MultiTaskModel(keras.Model):
 
         losses = weighted_step.task_losses(self, y, y_pred, sample_weight)
         observed = weighted_step.sum_over_replicas(ops.stop_gradient(ops.stack(losses)))
-        weights, penalty = self.weighting.loss_weights(observed)
+        present = weighted_step.task_presence(self, sample_weight)
+        weights, penalty = self.weighting.loss_weights(observed, present)
         extra = ops.zeros((), "float32")
         for loss in self.losses:
             extra = extra + ops.cast(self._aggregate_additional_loss(loss), "float32")
         if penalty is not None:
             extra = extra + weighted_step.share_for_replicas(penalty)
-        return [w * loss for w, loss in zip(ops.unstack(weights), losses)], extra, observed
+        return [w * loss for w, loss in zip(ops.unstack(weights), losses)], extra, observed, present
 
     def train_step(self, *args):
         if self._unitary() or not self.weighting.uses_gradients:

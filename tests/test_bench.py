@@ -87,11 +87,12 @@ def test_weighting_speed_quick_run_reports_ratios_to_unitary(tmp_path):
     assert "| unitary | loss | 1.00× (" in out.with_suffix(".md").read_text()
 
 
-def test_solver_speed_quick_run_times_every_iterative_solver():
+def test_solver_speed_quick_run_times_every_solver():
     stdout = quick_run("solver_speed.py")
     rows = [line.split("|") for line in stdout.splitlines() if line.startswith("| ") and line[2:3].isalpha()]
     timed = {(r[1].strip(), int(r[2])) for r in rows if r[1].strip() != "solver"}
-    assert timed == {(s, t) for s in ("mgda", "cagrad", "upgrad", "nash_mtl") for t in (2, 3)}
+    solvers = ("mgda", "cagrad", "upgrad", "nash_mtl", "imtl_g", "aligned_mtl", "pcgrad")
+    assert timed == {(s, t) for s in solvers for t in (2, 3)}
     assert all(float(r[3]) > 0 for r in rows if r[1].strip() != "solver")
 
 

@@ -45,6 +45,19 @@ def task_losses(model, y, y_pred, sample_weight):
     return [values[t.name] for t in model.tasks]
 
 
+def task_presence(model, sample_weight):
+    """1.0 for each task with at least one labelled example (a non-zero sample weight) in the
+    global batch, else 0.0 (shape (T,)). A task without sample weights is always present."""
+    counts = []
+    for task in model.tasks:
+        weights = sample_weight.get(task.name) if isinstance(sample_weight, dict) else sample_weight
+        if weights is None:
+            counts.append(ops.ones((), "float32"))
+        else:
+            counts.append(ops.sum(ops.cast(ops.not_equal(weights, 0), "float32")))
+    return ops.cast(sum_over_replicas(ops.stack(counts)) > 0, "float32")
+
+
 def _replicas() -> int:
     if keras.backend.backend() != "tensorflow":
         return 1
@@ -122,7 +135,7 @@ def tf_train_step(model, data):
             y_pred = plan.heads(representation, training=True)
         else:
             y_pred = model(x, training=True)
-        task_terms, extra, observed = model._weighted_task_losses(y, y_pred, sample_weight)
+        task_terms, extra, observed, present = model._weighted_task_losses(y, y_pred, sample_weight)
         weighted = tf.stack(task_terms)
         total = ops.sum(weighted) + extra
     model._loss_tracker.update_state(
@@ -136,7 +149,7 @@ def tf_train_step(model, data):
     if plan.features:
         per_task = tf.reshape(at_representation, (num_tasks, -1))
         gram = sum_over_replicas(tf.matmul(per_task, per_task, transpose_b=True))
-        coefficients = tf.stop_gradient(weighting.gradient_weights(gram, observed))
+        coefficients = tf.stop_gradient(weighting.gradient_weights(gram, observed, present))
         with tape:  # the persistent tape records the combined loss too
             combined = ops.sum(coefficients * weighted) + extra
         shared_grads = tape.gradient(combined, shared)
@@ -153,7 +166,7 @@ def tf_train_step(model, data):
             per_task = _flatten(_zeros_for_none(jac, shared, num_tasks), num_tasks)
         per_task = sum_over_replicas(per_task)
         gram = tf.matmul(per_task, per_task, transpose_b=True)
-        coefficients = tf.stop_gradient(weighting.gradient_weights(gram, observed))
+        coefficients = tf.stop_gradient(weighting.gradient_weights(gram, observed, present))
         direction = share_for_replicas(tf.linalg.matvec(per_task, coefficients, transpose_a=True))
         extra_grads = _zeros_for_none(tape.gradient(extra, shared), shared)
         shared_grads = [g + e for g, e in zip(_unflatten(direction, shared), extra_grads)]
@@ -216,15 +229,15 @@ def jax_train_step(model, state, data):
         model._losses_override = regularization
         try:
             with keras.StatelessScope(state_mapping=state_mapping(trainable_values, values, metrics_variables)) as scope:
-                terms, extra, observed = model._weighted_task_losses(y, y_pred, sample_weight)
+                terms, extra, observed, present = model._weighted_task_losses(y, y_pred, sample_weight)
         finally:
             model._losses_override = []
         aux = (y_pred, current(scope, model.non_trainable_variables, values),
-               current(scope, model.metrics_variables, metrics_variables), observed, representation)
+               current(scope, model.metrics_variables, metrics_variables), observed, present, representation)
         return ops.stack([*terms, extra]), aux
 
     rows, pullback, aux = jax.vjp(rows_of, trainable, has_aux=True)
-    y_pred, non_trainable, metrics_variables, observed, representation = aux
+    y_pred, non_trainable, metrics_variables, observed, present, representation = aux
     eye = ops.eye(num_tasks + 1, dtype=rows.dtype)
     if plan.features:
         # Gradients of the task losses with respect to the representation: the heads only.
@@ -237,7 +250,8 @@ def jax_train_step(model, state, data):
         per_task = _flatten([jac[i][:num_tasks] for i in plan.shared], num_tasks)
     mapping = state_mapping(trainable, non_trainable, metrics_variables)
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        coefficients = jax.lax.stop_gradient(model.weighting.gradient_weights(per_task @ per_task.T, observed))
+        coefficients = jax.lax.stop_gradient(
+            model.weighting.gradient_weights(per_task @ per_task.T, observed, present))
     non_trainable = current(scope, model.non_trainable_variables, non_trainable)
     if plan.features:
         # Shared variables follow the combined losses, the others their own task's loss.

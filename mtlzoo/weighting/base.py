@@ -3,15 +3,25 @@
 A method is a ``Weighting`` (a Keras layer, so its state lives in Keras variables that
 train, distribute, save and reload with the model). It is asked two things per step:
 
-- ``loss_weights(losses)``: the per-task losses of the global batch (values only) in, task
-  weights (and an optional penalty added to the total) out. The model minimises
+- ``loss_weights(losses, present)``: the per-task losses of the global batch (values only) in,
+  task weights (and an optional penalty added to the total) out. The model minimises
   ``sum_t w_t * L_t + penalty``; weights may depend on trainable variables of the method
   (uncertainty weighting learns them this way).
-- ``gradient_weights(gram, losses)``, only for methods that set ``uses_gradients``: the Gram
-  matrix ``gram[i, j] = g_i . g_j`` of the per-task gradients (of the shared parameters, or of
-  the shared representation with ``gradients="features"``) in, weights ``c`` out; the shared
-  parameters are updated along ``sum_t c_t g_t``. Every gradient method here (PCGrad and
-  CAGrad included) is a linear combination of the task gradients, so weights describe it fully.
+- ``gradient_weights(gram, losses, present)``, only for methods that set ``uses_gradients``:
+  the Gram matrix ``gram[i, j] = g_i . g_j`` of the per-task gradients (of the shared
+  parameters, or of the shared representation with ``gradients="features"``) in, weights ``c``
+  out; the shared parameters are updated along ``sum_t c_t g_t``. Every gradient method here
+  (PCGrad and CAGrad included) is a linear combination of the task gradients, so weights
+  describe it fully.
+
+``present`` (float32, shape (T,)) is 1 for a task with at least one labelled example (a
+non-zero sample weight) in the global batch and 0 for a task without: its loss and gradient
+are exactly zero, and it takes no part in the step. Every method here then combines the
+present tasks as if they were all the tasks (no division by a zero norm or loss, no mean
+shrunk by absent tasks), and leaves its state for the absent ones as it was: DWA's epoch
+means count only the batches that had the task, FAMO and GradNorm do not move an absent task's
+logit or weight (nor its Adam moments), and uncertainty weighting gives an absent task's
+log-variance no gradient.
 
 Task-specific parameters (a task's head) always get their own task's gradient, as in MGDA.
 """
@@ -46,6 +56,19 @@ def register_weighting(name: str):
 def list_weightings(gradients: bool | None = None) -> list[str]:
     """Registered names; ``gradients=True`` / ``False`` keeps gradient / loss methods only."""
     return sorted(n for n, c in _REGISTRY.items() if gradients is None or c.uses_gradients == gradients)
+
+
+def masked_softmax(logits, present):
+    """``softmax`` over the present tasks (0 for the absent ones; all 0 if none is present)."""
+    logits = ops.convert_to_tensor(logits)  # a state variable, on JAX, is no array to ops.where
+    shifted = logits - ops.max(ops.where(present > 0, logits, -1e30))
+    exp = ops.exp(ops.minimum(shifted, 0.0)) * present
+    return exp / ops.maximum(ops.sum(exp), 1e-30)
+
+
+def masked_mean(values, present):
+    """The mean of ``values`` over the present tasks (0 if none is present)."""
+    return ops.sum(values * present) / ops.maximum(ops.sum(present), 1.0)
 
 
 class Weighting(keras.layers.Layer):
@@ -87,11 +110,12 @@ class Weighting(keras.layers.Layer):
     def build(self, num_tasks: int):
         self.built = True
 
-    def loss_weights(self, losses):
-        """``(weights, penalty)`` for the per-task loss values ``losses`` (shape (T,))."""
+    def loss_weights(self, losses, present):
+        """``(weights, penalty)`` for the per-task loss values ``losses`` (shape (T,)) of a batch
+        where the tasks with ``present == 1`` have labels."""
         return ops.ones_like(losses), None
 
-    def gradient_weights(self, gram, losses):
+    def gradient_weights(self, gram, losses, present):
         """Weights of the per-task gradients given their Gram matrix (gradient methods only)."""
         raise NotImplementedError(f"{type(self).__name__} does not combine gradients.")
 
@@ -188,17 +212,17 @@ class Chain(Weighting):
             method.check_tasks(task_names)
         return super().check_tasks(task_names)
 
-    def loss_weights(self, losses):
+    def loss_weights(self, losses, present):
         weights, penalty = ops.ones_like(losses), None
         for method in self.methods:
-            w, p = method.loss_weights(losses * weights)
+            w, p = method.loss_weights(losses * weights, present)
             weights = weights * w
             if p is not None:
                 penalty = p if penalty is None else penalty + p
         return weights, penalty
 
-    def gradient_weights(self, gram, losses):
-        return self.methods[-1].gradient_weights(gram, losses)
+    def gradient_weights(self, gram, losses, present):
+        return self.methods[-1].gradient_weights(gram, losses, present)
 
     def end_epoch(self):
         for method in self.methods:
@@ -266,22 +290,25 @@ def options_of(cls) -> list[str]:
 
 class AdamState:
     """A tiny Adam for a method's own (T,) parameters (FAMO's logits, GradNorm's weights),
-    kept in the method's state variables so it runs inside the compiled train step."""
+    kept in the method's state variables so it runs inside the compiled train step. Each task
+    keeps its own step count, so a task that skips steps (absent from a batch) keeps its
+    moments and bias correction as they were."""
 
     def __init__(self, owner: Weighting, num_tasks: int, learning_rate: float, prefix: str):
         self.learning_rate = learning_rate
         self.m = owner.state_variable(f"{prefix}_m", (num_tasks,))
         self.v = owner.state_variable(f"{prefix}_v", (num_tasks,))
-        self.t = owner.state_variable(f"{prefix}_t", ())
+        self.t = owner.state_variable(f"{prefix}_t", (num_tasks,))
 
-    def step(self, grad, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
-        """The step to add to the parameters for this gradient; updates the moments."""
-        t = self.t + 1.0
-        m = beta_1 * self.m + (1 - beta_1) * grad
-        v = beta_2 * self.v + (1 - beta_2) * grad * grad
+    def step(self, grad, active, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        """The step to add to the parameters for this gradient, 0 where ``active`` is 0; updates
+        the moments of the active tasks only."""
+        t = self.t + active
+        m = active * (beta_1 * self.m + (1 - beta_1) * grad) + (1 - active) * self.m
+        v = active * (beta_2 * self.v + (1 - beta_2) * grad * grad) + (1 - active) * self.v
         self.t.assign(t)
         self.m.assign(m)
         self.v.assign(v)
-        m_hat = m / (1 - ops.power(beta_1, t))
-        v_hat = v / (1 - ops.power(beta_2, t))
-        return -self.learning_rate * m_hat / (ops.sqrt(v_hat) + epsilon)
+        m_hat = m / (1 - ops.power(beta_1, ops.maximum(t, 1.0)))
+        v_hat = v / (1 - ops.power(beta_2, ops.maximum(t, 1.0)))
+        return -active * self.learning_rate * m_hat / (ops.sqrt(v_hat) + epsilon)

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from mtlzoo.weighting import solvers
-from mtlzoo.weighting.base import AdamState, GradientWeighting, Seeded, register_weighting
+from mtlzoo.weighting.base import AdamState, GradientWeighting, Seeded, masked_mean, register_weighting
 from mtlzoo.weighting.loss_methods import _number
 
 
@@ -15,9 +15,9 @@ class PCGrad(Seeded, GradientWeighting):
     """Projecting conflicting gradients (Yu et al., NeurIPS 2020): each task gradient drops its
     component along every other task gradient it conflicts with, in a random order per step."""
 
-    def gradient_weights(self, gram, losses):
+    def gradient_weights(self, gram, losses, present):
         noise = keras.random.uniform((self.num_tasks, self.num_tasks), seed=self.seed_generator)
-        return solvers.pcgrad_weights(gram, ops.argsort(noise, axis=1))
+        return solvers.pcgrad_weights(gram, ops.argsort(noise, axis=1), present)
 
 
 @register_weighting("mgda")
@@ -25,8 +25,8 @@ class MGDA(GradientWeighting):
     """Multiple-gradient descent (Sener & Koltun, NeurIPS 2018): the min-norm point of the
     convex hull of the task gradients, a common descent direction."""
 
-    def gradient_weights(self, gram, losses):
-        return solvers.min_norm_weights(gram)
+    def gradient_weights(self, gram, losses, present):
+        return solvers.min_norm_weights(gram, present)
 
 
 @register_weighting("mgda_ub")
@@ -46,8 +46,8 @@ class CAGrad(GradientWeighting):
         super().__init__(**kwargs)
         self.c = _number("c", c)
 
-    def gradient_weights(self, gram, losses):
-        return solvers.cagrad_weights(gram, c=self.c)
+    def gradient_weights(self, gram, losses, present):
+        return solvers.cagrad_weights(gram, c=self.c, present=present)
 
     def get_config(self):
         return {**super().get_config(), "c": self.c}
@@ -58,8 +58,8 @@ class IMTLG(GradientWeighting):
     """Impartial MTL, gradient part (Liu et al., ICLR 2021): the update has equal projections
     on every task's unit gradient."""
 
-    def gradient_weights(self, gram, losses):
-        return solvers.imtl_g_weights(gram)
+    def gradient_weights(self, gram, losses, present):
+        return solvers.imtl_g_weights(gram, present)
 
 
 @register_weighting("aligned_mtl")
@@ -67,16 +67,25 @@ class AlignedMTL(GradientWeighting):
     """Aligned-MTL (Senushkin et al., CVPR 2023): re-weights the task gradients so that their
     matrix has condition number 1 (all principal components scaled to the smallest)."""
 
-    def gradient_weights(self, gram, losses):
-        return solvers.aligned_mtl_weights(gram)
+    def gradient_weights(self, gram, losses, present):
+        return solvers.aligned_mtl_weights(gram, present)
 
 
 @register_weighting("nash_mtl")
 class NashMTL(GradientWeighting):
-    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution ``G G^T a = 1 / a``."""
+    """Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution ``G G^T a = 1 / a`` on the
+    raw gradients (so ``|d| = sqrt(T)``), then the combined update clipped to norm ``max_norm``
+    as in the official code (default 1; 0 disables the clip)."""
 
-    def gradient_weights(self, gram, losses):
-        return solvers.nash_mtl_weights(gram)
+    def __init__(self, max_norm: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.max_norm = _number("max_norm", max_norm)
+
+    def gradient_weights(self, gram, losses, present):
+        return solvers.clip_norm(solvers.nash_mtl_weights(gram, present), gram, self.max_norm)
+
+    def get_config(self):
+        return {**super().get_config(), "max_norm": self.max_norm}
 
 
 @register_weighting("upgrad")
@@ -84,8 +93,8 @@ class UPGrad(GradientWeighting):
     """UPGrad (Quinton & Layne, 2024, TorchJD): the mean of the task gradients each projected
     onto the dual cone of all of them, so the update conflicts with no task."""
 
-    def gradient_weights(self, gram, losses):
-        return solvers.upgrad_weights(gram)
+    def gradient_weights(self, gram, losses, present):
+        return solvers.upgrad_weights(gram, present=present)
 
 
 @register_weighting("gradnorm")
@@ -95,7 +104,9 @@ class GradNorm(GradientWeighting):
 
     The norms are those of the gradients the step already has (the shared parameters, or
     the representation with ``gradients="features"``); the weights take an Adam step on the
-    GradNorm loss and are renormalised to sum to T.
+    GradNorm loss and are renormalised to sum to T. Means over tasks and the step run over the
+    tasks present in the batch; an absent task keeps its weight (and the present ones their
+    sum), and a task's initial loss is taken from the first batch that had it.
     """
 
     def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, **kwargs):
@@ -106,26 +117,29 @@ class GradNorm(GradientWeighting):
     def build(self, num_tasks):
         self.task_weights = self.state_variable("task_weights", (num_tasks,), initializer="ones")
         self.initial_losses = self.state_variable("initial_losses", (num_tasks,))
-        self.started = self.state_variable("started", ())
+        self.started = self.state_variable("started", (num_tasks,))
         self.adam = AdamState(self, num_tasks, self.learning_rate, "weights")
         super().build(num_tasks)
 
-    def gradient_weights(self, gram, losses):
+    def gradient_weights(self, gram, losses, present):
         losses = ops.cast(losses, "float32")
-        initial = self.started * self.initial_losses + (1.0 - self.started) * losses
+        # A task's reference loss is its loss in the first batch that had labels for it.
+        initial = self.started * self.initial_losses + (1.0 - self.started) * present * losses
         self.initial_losses.assign(initial)
-        self.started.assign(1.0)
+        self.started.assign(ops.maximum(self.started, present))
         w = self.task_weights.value * 1.0  # a copy: the weights before this step's update
         norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
         weighted_norms = w * norms
         ratio = losses / (initial + 1e-8)
-        inverse_rate = ratio / (ops.mean(ratio) + 1e-8)
-        target = ops.mean(weighted_norms) * ops.power(inverse_rate, self.alpha)
-        # d/dw_t of sum |w_t n_t - target_t| with the target held constant.
+        inverse_rate = ratio / (masked_mean(ratio, present) + 1e-8)
+        target = masked_mean(weighted_norms, present) * ops.power(inverse_rate, self.alpha)
+        # d/dw_t of sum |w_t n_t - target_t| over the present tasks, the target held constant.
         grad = ops.sign(weighted_norms - target) * norms
-        updated = ops.maximum(w + self.adam.step(grad), 1e-4)
-        self.task_weights.assign(updated * self.num_tasks / ops.sum(updated))
-        return w
+        updated = ops.maximum(w + self.adam.step(grad, present), 1e-4)
+        # The present tasks share what they had, so the weights keep summing to T.
+        share = ops.sum(present * w) / ops.maximum(ops.sum(present * updated), 1e-30)
+        self.task_weights.assign(present * updated * share + (1.0 - present) * w)
+        return w * present
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "learning_rate": self.learning_rate}
