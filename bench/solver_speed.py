@@ -75,8 +75,9 @@ def load(path: str):
 
 
 def compiled(module, public: str, private: str | None):
-    """A tf.function returning (weights, iterations used) for one solver of ``module``, at its
-    default maximum."""
+    """A tf.function of the Gram matrix alone returning (weights, iterations used) for one solver
+    of ``module``, at its default maximum (one argument for every version, as tf.function's
+    per-call cost grows with the arguments of the function it wraps; a train step pays none)."""
     if public == "pcgrad_weights":
         function = module.pcgrad_weights
 
@@ -90,7 +91,8 @@ def compiled(module, public: str, private: str | None):
         function = getattr(module, public)
         return tf.function(lambda gram: (function(gram), tf.constant(0)))
     if hasattr(module, private):
-        return tf.function(getattr(module, private))
+        solve = getattr(module, private)
+        return tf.function(lambda gram: solve(gram))
     function = getattr(module, public)
     return tf.function(lambda gram: (function(gram), tf.constant(-1)))
 

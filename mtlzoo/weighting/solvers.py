@@ -46,11 +46,11 @@ _EPS = 1e-12
 _TINY = 1e-30
 _FLOAT32_EPS = 1.1920929e-07
 # Floors of the certificates: the float32 rounding of ``(M w)_i``, relative to the size of its
-# terms ``|g_i| sum_j w_j |g_j|``. Slopes that must all meet one value (MGDA, CAGrad) see the
-# rounding of the solve too, hence the looser factor; UPGrad's one-sided conditions and MGDA's
-# test for d = 0 take the tighter one (at 16 eps UPGrad stops at 1e-3 relative error on
-# rank-deficient Gram matrices, and MGDA at |d| = 1e-3 |g| where d* = 0).
-_ROUNDING = 16 * _FLOAT32_EPS
+# terms ``|g_i| sum_j w_j |g_j|``. Slopes that must all meet one value (MGDA, CAGrad) take the
+# worst case of a sum of T terms, ``max(16, T) eps`` (``_rounding``); UPGrad's one-sided
+# conditions and MGDA's test for d = 0 take a tighter floor, as their errors average out (at
+# 16 eps UPGrad stops at 1e-3 relative error on rank-deficient Gram matrices, and MGDA at
+# |d| = 1e-3 |g| where d* = 0).
 _ROUNDING_TIGHT = 2 * _FLOAT32_EPS
 # Certificates of the iterative solvers, relative to the scale of their answers (see each).
 _MGDA_TOLERANCE = 1e-6
@@ -71,11 +71,20 @@ _UNROLL = 4
 _CG_STEPS = 12
 
 
+def _rounding(num_tasks: int) -> float:
+    return max(16, num_tasks) * _FLOAT32_EPS
+
+
 def _as_gram(gram):
     gram = ops.cast(ops.convert_to_tensor(gram), "float32")
     if len(gram.shape) != 2 or gram.shape[0] is None or gram.shape[0] != gram.shape[1]:
         raise ValueError(f"gram must be a (T, T) matrix with a static T, got shape {gram.shape}.")
-    return (gram + ops.transpose(gram)) / 2.0, int(gram.shape[0])
+    return gram, int(gram.shape[0])
+
+
+def _symmetric(matrix):
+    # eigh reads one triangle; a Gram matrix from a float32 matmul is symmetric only up to rounding.
+    return (matrix + ops.transpose(matrix)) / 2.0
 
 
 def _problem(gram, present=None):
@@ -87,15 +96,15 @@ def _problem(gram, present=None):
     matrix keeps float32 step sizes and epsilons meaningful whatever the loss scale.
     """
     gram, num_tasks = _as_gram(gram)
-    if present is None:
-        mask = ops.ones((num_tasks,), dtype="float32")
+    if present is None:  # every task: a static count, and nothing to mask
+        mask, count = ops.ones((num_tasks,), dtype="float32"), float(num_tasks)
     else:
         mask = ops.cast(ops.convert_to_tensor(present), "float32")
         if tuple(mask.shape) != (num_tasks,):
             raise ValueError(f"present must have shape ({num_tasks},) like the tasks, got {tuple(mask.shape)}.")
         mask = ops.cast(mask > 0, "float32")
-    gram = gram * mask[:, None] * mask[None, :]
-    count = ops.sum(mask)
+        gram = gram * mask[:, None] * mask[None, :]
+        count = ops.sum(mask)
     scale = ops.maximum(ops.sum(ops.diagonal(gram)), 0.0) / ops.maximum(count, 1.0)
     return gram / (scale + _TINY), num_tasks, mask, count, scale
 
@@ -144,8 +153,7 @@ def _accelerated_projected_gradient(x0, step, project, metric, converged, iterat
     tested on the start and after every ``_UNROLL`` steps (a while-loop iteration costs about
     as much as a step on small problems); the loop stops there, when a block of steps left
     ``x`` where it was to float32 precision (a fixed point of the projected-gradient map:
-    optimal as far as float32 can tell, where a certificate computed from ill-conditioned
-    float32 products cannot reach its tolerance), or after ``iterations`` steps rounded up to a
+    optimal as far as float32 can tell), or after ``iterations`` steps rounded up to a
     multiple of ``_UNROLL``. ``polish(x)``, if given, returns ``(candidate, better)`` after each
     block: a point that may finish the problem in one go (see ``_bounded_qp``), taken, with a
     momentum restart, by the problems where ``better``. Returns ``x`` and the steps taken (int32).
@@ -275,6 +283,8 @@ def _zero_iterations():
 def _few_tasks(count, weights, mask):
     """``weights`` (a closed form for two present tasks) where two are present, else the
     present task's unit weight (or nothing)."""
+    if isinstance(count, float):
+        return weights if count > 1.5 else mask
     return ops.where(count > 1.5, weights, mask)
 
 
@@ -319,7 +329,7 @@ def _min_norm_solve(gram, present=None, iterations=_MGDA_ITERATIONS):
         slopes = ops.matmul(gram, w)
         value = ops.sum(w * slopes)
         size = ops.sum(w * norms)
-        slack = value - slopes - _MGDA_TOLERANCE * value - _ROUNDING * norms * size
+        slack = value - slopes - _MGDA_TOLERANCE * value - _rounding(num_tasks) * norms * size
         optimal = ops.all(ops.logical_or(slack <= 0, mask == 0))
         return ops.logical_or(ops.logical_or(has_zero, optimal), value <= _ROUNDING_TIGHT * size * size)
 
@@ -370,7 +380,8 @@ def pcgrad_weights(gram, orders, present=None):
         project = ops.logical_and(dots < 0, ops.not_equal(others, own))
         shift = ops.where(project, dots / (norms + _EPS), ops.zeros_like(dots))
         coefficients = coefficients - shift[:, None] * selector
-    return ops.sum(coefficients * mask[:, None], axis=0)
+    weights = ops.sum(coefficients, axis=0)
+    return weights if present is None else weights * mask
 
 
 def cagrad_weights(gram, c=0.4, present=None, iterations=_CAGRAD_ITERATIONS):
@@ -450,7 +461,7 @@ def _cagrad_solve(gram, c=0.4, present=None, iterations=_CAGRAD_ITERATIONS):
         norm = norm_of(w)
         improvements = mean_dots + radius * ops.matmul(gram, w) / norm
         rounding = norms * (ops.sum(share * norms) + radius * ops.sum(w * norms) / norm)
-        slack = objective(w) - improvements - _CAGRAD_TOLERANCE * scale - _ROUNDING * rounding
+        slack = objective(w) - improvements - _CAGRAD_TOLERANCE * scale - _rounding(num_tasks) * rounding
         return ops.all(ops.logical_or(slack <= 0, mask == 0))
 
     def polish(w):
@@ -475,7 +486,7 @@ def _cagrad_solve(gram, c=0.4, present=None, iterations=_CAGRAD_ITERATIONS):
     def at_kink(w):
         # g_w = 0 to float32 precision (or a zero gradient: F = 0 on its vertex): 0 is in the
         # hull, and g_w / |g_w| would be rounding noise.
-        tiny = ops.sum(w * ops.matmul(gram, w)) <= _ROUNDING * ops.square(ops.sum(w * norms))
+        tiny = ops.sum(w * ops.matmul(gram, w)) <= _rounding(num_tasks) * ops.square(ops.sum(w * norms))
         return ops.logical_or(has_zero, tiny)
 
     def solve(stop):
@@ -505,7 +516,7 @@ def _cagrad_solve(gram, c=0.4, present=None, iterations=_CAGRAD_ITERATIONS):
 def _symmetric_pseudo_inverse(matrix, rank_size):
     """``matrix^+`` for a symmetric PSD matrix, through eigh, dropping eigenvalues below
     ``lambda_max * rank_size * float32_eps`` (float32 rounding, as in Aligned-MTL's rank rule)."""
-    values, vectors = ops.linalg.eigh(matrix)
+    values, vectors = ops.linalg.eigh(_symmetric(matrix))
     keep = values > ops.maximum(ops.max(values), 0.0) * rank_size * _FLOAT32_EPS + _TINY
     inverse = ops.where(keep, 1.0 / ops.where(keep, values, 1.0), 0.0)
     return ops.matmul(vectors * inverse[None, :], ops.transpose(vectors))
@@ -558,7 +569,7 @@ def aligned_mtl_weights(gram, present=None):
     relative error is about ``T eps lambda_max / lambda_min``. An all-zero M gives zero weights.
     """
     gram, _, mask, count, _ = _problem(gram, present)
-    eigenvalues, eigenvectors = ops.linalg.eigh(gram)
+    eigenvalues, eigenvectors = ops.linalg.eigh(_symmetric(gram))
     largest = ops.max(eigenvalues)
     keep = eigenvalues > ops.maximum(largest, 0.0) * count * _FLOAT32_EPS + _TINY
     safe = ops.where(keep, eigenvalues, ops.ones_like(eigenvalues))
@@ -593,7 +604,7 @@ def nash_mtl_weights(gram, present=None, iterations=_NASH_ITERATIONS):
 def _nash_mtl_solve(gram, present=None, iterations=_NASH_ITERATIONS):
     """``nash_mtl_weights`` and the Newton steps it took."""
     gram, num_tasks, mask, _, scale = _problem(gram, present)
-    gram = gram + ops.diag(1.0 - mask)
+    gram = _symmetric(gram) + ops.diag(1.0 - mask)
     ladder = ops.convert_to_tensor([0.0] + [2.0 ** k for k in range(-10, 4)], dtype="float32")
     identity = ops.eye(num_tasks, dtype="float32")
 
