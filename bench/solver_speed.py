@@ -59,12 +59,8 @@ SOLVERS = (
 )
 
 
-def conflicting_gram(num_tasks: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    signs = np.where(np.arange(num_tasks) % 2 == 0, 1.0, -1.0)[:, None]  # every other task opposes
-    grads = 0.6 * signs * rng.normal(size=PARAMETERS) + 0.4 * rng.normal(size=(num_tasks, PARAMETERS))
-    grads *= 10.0 ** rng.uniform(-0.5, 0.5, size=(num_tasks, 1))
-    return (grads @ grads.T).astype("float32")
+def conflicting_gram(num_tasks: int) -> np.ndarray:
+    return solver_references.gram_of(solver_references.typical_conflicting(num_tasks, PARAMETERS))
 
 
 def load(path: str):

@@ -185,7 +185,7 @@ def nash_weights(grads, present=None):
     result = root(lambda x: potential(x)[1], coarse.x, method="hybr", options={"xtol": 1e-15})
     alpha = np.exp(result.x)
     residual = np.max(np.abs(alpha * (gram @ alpha) - 1.0))
-    if residual > 1e-9:
+    if not residual <= 1e-9:  # NaN too: no positive solution
         raise ArithmeticError(f"root finding did not solve M a = 1/a (residual {residual:.2e})")
     return alpha
 
@@ -249,6 +249,16 @@ def family(kind: str, num_tasks: int, seed: int = 0, dims: int = DIMENSIONS) -> 
     else:
         raise ValueError(f"unknown family {kind!r}")
     return grads.astype(np.float32).astype(np.float64)
+
+
+def typical_conflicting(num_tasks: int, parameters: int = 5000, seed: int = 0) -> np.ndarray:
+    """The benchmarks' typical task gradients ``(T, parameters)``: each a mix of a Gaussian and
+    a shared direction taken along or against it (so about half the pairs conflict), with norms
+    spread over one order of magnitude."""
+    rng = np.random.default_rng(seed)
+    signs = np.where(np.arange(num_tasks) % 2 == 0, 1.0, -1.0)[:, None]  # every other task opposes
+    grads = 0.6 * signs * rng.normal(size=parameters) + 0.4 * rng.normal(size=(num_tasks, parameters))
+    return grads * 10.0 ** rng.uniform(-0.5, 0.5, size=(num_tasks, 1))
 
 
 FAMILIES = ("random", "conflicting", "nearly_parallel", "duplicated", "dominant", "scaled", "rank_deficient",
