@@ -163,6 +163,25 @@ def test_a_batch_without_labels_for_a_task_updates_like_the_other_tasks_alone(na
     assert moved > 1e-3  # the shared trunk trained on a and b
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_a_batch_without_any_label_changes_nothing_and_stays_finite(name):
+    """A global batch where no task has a labelled example (the last partial batch of a dataset
+    whose tasks each have their own examples can be one): every loss and gradient is zero."""
+    x, y, weights = batch(sample_weights=True)
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=name)
+    model.train_on_batch(x, y, sample_weight=weights)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    state = [v.numpy().copy() for v in model.weighting.weights]
+    model.train_on_batch(x, y, sample_weight={k: np.zeros_like(v) for k, v in weights.items()})
+    for b, v in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
+    for s, v in zip(state, model.weighting.weights):
+        assert np.all(np.isfinite(v.numpy())), v.path
+    model.train_on_batch(x, y, sample_weight=weights)
+    assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+
+
 def test_stateful_methods_leave_an_absent_tasks_state_alone():
     x, y, weights = batch(sample_weights=True)
     absent = {k: v.copy() for k, v in weights.items()}

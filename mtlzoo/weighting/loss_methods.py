@@ -173,7 +173,8 @@ class FAMO(Weighting):
         self.has_previous.assign(ops.maximum(self.has_previous, present))
         z = masked_softmax(self.logits, present)
         c = ops.sum(z / shifted)
-        return ops.cast(z / (ops.maximum(c, 1e-30) * shifted), "float32"), None
+        # 0 for absent tasks, also when none is present (c = 0).
+        return z / ops.maximum(c * shifted, 1e-30), None
 
     def get_config(self):
         return {**super().get_config(), "learning_rate": self.learning_rate, "decay": self.decay,

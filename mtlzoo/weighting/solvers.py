@@ -387,10 +387,10 @@ def pcgrad_weights(gram, orders, present=None):
 def cagrad_weights(gram, c=0.4, present=None, iterations=_CAGRAD_ITERATIONS):
     """CAGrad (Liu et al., NeurIPS 2021): the best worst-case improvement near the mean gradient.
 
-    With ``g0`` the mean gradient of the present tasks, ``w`` minimises the dual (the paper's
-    Eq. 5) ``F(w) = w^T M 1/T + sqrt(phi) |g_w|`` on the simplex, ``phi = c^2 |g0|^2``, and
-    ``d = (g0 + sqrt(phi) / |g_w| g_w) / (1 + c^2)``: the paper's Eq. 6 divided by ``1 + c^2``,
-    the official code's default rescaling (``rescale=1``). T=2 is a 1-D problem solved
+    With ``g0`` the mean gradient of the present tasks, ``w`` minimises the dual of the paper's
+    problem (its Alg. 1), ``F(w) = w^T M 1/T + sqrt(phi) |g_w|`` on the simplex, ``phi = c^2
+    |g0|^2``, and ``d = (g0 + sqrt(phi) / |g_w| g_w) / (1 + c^2)``: Alg. 1's update divided by
+    ``1 + c^2``, the official code's default rescaling (``rescale=1``; TorchJD does not rescale). T=2 is a 1-D problem solved
     exactly (``_cagrad_two_tasks``). Otherwise the (Jacobi-preconditioned) accelerated
     projected-gradient solver, with the local Lipschitz bound ``sqrt(phi) lambda_max / |g_w|``
     (F's curvature grows as ``|g_w|`` shrinks), each block finished by the exact minimiser of F
@@ -525,7 +525,7 @@ def _symmetric_pseudo_inverse(matrix, rank_size):
 def imtl_g_weights(gram, present=None):
     """IMTL-G (Liu et al., ICLR 2021): ``d`` has equal projections on all unit task gradients.
 
-    The paper's closed form (its Eq. 9: ``alpha_{2..T} = g_1 U^T (D U^T)^-1``, ``alpha_1 = 1 -
+    The paper's closed form (``alpha_{2..T} = g_1 U^T (D U^T)^-1``, ``alpha_1 = 1 -
     sum``) is, for linearly independent gradients, ``alpha = M^-1 n / (1^T M^-1 n)`` with ``n``
     the gradient norms: ``(M alpha)_i / n_i`` is the projection of ``d`` on ``u_i``, the same for
     every task. It is computed as ``N^-1 C^+ 1`` normalised, with ``C`` the correlation matrix
