@@ -112,6 +112,8 @@ def median_ms(functions: dict, gram, calls: int, warmup: int) -> tuple[dict, dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", help="another solvers.py to time alongside")
+    parser.add_argument("--baseline-name", default="the file given",
+                        help="what the baseline is, for the markdown (e.g. 'solvers.py of commit abc123')")
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="T = 2, 3, 3 calls, two families: a smoke test")
@@ -170,7 +172,8 @@ def render(typical, hard, labels, args) -> str:
         "# Solver time per call",
         "",
         f"`{command_line(args)}`; each solver inside a `tf.function`, median of {args.calls} calls "
-        "(hard inputs: of a fifth as many), 2 CPU cores, TensorFlow.",
+        "(hard inputs: of a fifth as many), 2 CPU cores, TensorFlow."
+        + (f" Baseline: {args.baseline_name}, timed alternately with the current solvers." if two else ""),
         "",
         f"Typical: a random conflicting Gram matrix ({PARAMETERS} parameters, about half the task pairs in "
         "conflict, norms over one decade). Iterations: the steps an iterative solver took before its "
