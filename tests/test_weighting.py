@@ -172,11 +172,10 @@ def test_a_batch_without_any_label_changes_nothing_and_stays_finite(name):
     model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=name)
     model.train_on_batch(x, y, sample_weight=weights)
     before = [v.numpy().copy() for v in model.trainable_variables]
-    state = [v.numpy().copy() for v in model.weighting.weights]
     model.train_on_batch(x, y, sample_weight={k: np.zeros_like(v) for k, v in weights.items()})
     for b, v in zip(before, model.trainable_variables):
         np.testing.assert_array_equal(v.numpy(), b, err_msg=v.path)
-    for s, v in zip(state, model.weighting.weights):
+    for v in model.weighting.weights:
         assert np.all(np.isfinite(v.numpy())), v.path
     model.train_on_batch(x, y, sample_weight=weights)
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
