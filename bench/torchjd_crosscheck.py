@@ -49,9 +49,6 @@ TIMED_CALLS = 20
 # TorchJD's MGDA is Frank-Wolfe stopped at a step below epsilon = 1e-3 (at most 100 steps) by
 # default; it is compared at a tight setting, and its defaults only against the references.
 MGDA_TIGHT = {"epsilon": 1e-12, "max_iters": 20000}
-# Families where a method's answer is not unique or does not exist (as in the test suite).
-NO_UNIQUE_ANSWER = {"imtl_g": ("rank_deficient", "opposite_pair"),
-                    "nash_mtl": ("zero_row", "opposite_pair", "rank_deficient")}
 
 
 def cases():
@@ -282,7 +279,7 @@ def render(report) -> str:
         for method in methods:
             cells = []
             for family in ref.FAMILIES:
-                if family in NO_UNIQUE_ANSWER.get(method, ()):
+                if family in ref.NO_UNIQUE_ANSWER.get(method, ()):
                     cells.append("no unique answer")
                     continue
                 records = [r for r in report["rows"] if r["method"] == method and r["family"] == family]

@@ -134,8 +134,10 @@ class MultiTaskModel(keras.Model):
         from mtlzoo.training import weighted_step
 
         losses = weighted_step.task_losses(self, y, y_pred, sample_weight)
-        observed = weighted_step.sum_over_replicas(ops.stop_gradient(ops.stack(losses)))
-        present = weighted_step.task_presence(self, sample_weight)
+        # One all-reduce for the loss values and the label counts of the global batch.
+        observed, counts = ops.unstack(weighted_step.sum_over_replicas(ops.stack(
+            [ops.stop_gradient(ops.stack(losses)), weighted_step.labelled_counts(self, sample_weight)])))
+        present = ops.cast(counts > 0, "float32")
         weights, penalty = self.weighting.loss_weights(observed, present)
         extra = ops.zeros((), "float32")
         for loss in self.losses:

@@ -261,6 +261,13 @@ def typical_conflicting(num_tasks: int, parameters: int = 5000, seed: int = 0) -
     return grads * 10.0 ** rng.uniform(-0.5, 0.5, size=(num_tasks, 1))
 
 
+# Families where a method's answer is not unique or does not exist: equal projections on
+# linearly dependent unit vectors (a plane of five, or u and -u) hold on a whole line of
+# directions; M a = 1/a has no positive solution for a zero gradient, an opposite pair, or
+# gradients in a plane whose hull contains 0.
+NO_UNIQUE_ANSWER = {"imtl_g": ("rank_deficient", "opposite_pair"),
+                    "nash_mtl": ("zero_row", "opposite_pair", "rank_deficient")}
+
 FAMILIES = ("random", "conflicting", "nearly_parallel", "duplicated", "dominant", "scaled", "rank_deficient",
             "zero_row", "opposite_pair")
 SIZES = (2, 3, 5, 10, 40)

@@ -45,9 +45,10 @@ def task_losses(model, y, y_pred, sample_weight):
     return [values[t.name] for t in model.tasks]
 
 
-def task_presence(model, sample_weight):
-    """1.0 for each task with at least one labelled example (a non-zero sample weight) in the
-    global batch, else 0.0 (shape (T,)). A task without sample weights is always present."""
+def labelled_counts(model, sample_weight):
+    """The examples of this replica's batch with a non-zero sample weight, per task (shape (T,));
+    a task without sample weights counts as labelled. A task is present in the global batch
+    when its count summed over the replicas is positive."""
     counts = []
     for task in model.tasks:
         weights = sample_weight.get(task.name) if isinstance(sample_weight, dict) else sample_weight
@@ -55,7 +56,7 @@ def task_presence(model, sample_weight):
             counts.append(ops.ones((), "float32"))
         else:
             counts.append(ops.sum(ops.cast(ops.not_equal(weights, 0), "float32")))
-    return ops.cast(sum_over_replicas(ops.stack(counts)) > 0, "float32")
+    return ops.stack(counts)
 
 
 def _replicas() -> int:
