@@ -119,8 +119,11 @@ def _cmd_finetune(args) -> int:
     from mtlzoo.training import trainer
 
     recipe = load_recipe(args.config)
-    model = finetune.for_recipe(presets.load(args.preset), recipe, freeze_patterns=args.freeze,
-                                head_units=args.head_units)
+    try:
+        model = finetune.for_recipe(presets.load(args.preset), recipe, freeze_patterns=args.freeze,
+                                    head_units=args.head_units)
+    except ValueError as e:  # a --freeze pattern or task change that does not fit the preset
+        raise argparse.ArgumentTypeError(str(e)) from None
     trainer.train(recipe, args.out, epochs=args.epochs, overwrite=args.overwrite, verbose=args.verbose,
                   start_from=model)
     print(f"fine-tuned {args.preset!r} on {recipe.name!r} into {args.out}")
@@ -144,11 +147,33 @@ def _cmd_tune(args) -> int:
 
 def _cmd_preset(args) -> int:
     from mtlzoo.presets import save_preset
+    from mtlzoo.config import load_recipe
+    from mtlzoo.training.trainer import RECIPE_FILE
 
-    baselines = json.loads(Path(args.baselines).read_text()) if args.baselines else None
+    baselines = _read_baselines(args.baselines) if args.baselines else None
+    if args.split:
+        _check_split(load_recipe(Path(args.run_dir) / RECIPE_FILE), args.split)
     path = save_preset(args.run_dir, args.preset_dir, split=args.split, baselines=baselines)
     print(f"saved preset {path} (load it with mtlzoo.load({str(path)!r}))")
     return 0
+
+
+def _read_baselines(path: str) -> dict:
+    try:
+        baselines = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise argparse.ArgumentTypeError(f"--baselines {path!r} is not valid JSON: {e}") from None
+    metrics = baselines.get("metrics") if isinstance(baselines, dict) else None
+    if not isinstance(metrics, dict) or not all(isinstance(m, dict) for m in metrics.values()):
+        raise argparse.ArgumentTypeError(
+            f'--baselines {path!r}: expected {{"source": ..., "metrics": {{task: {{metric: value}}}}}}.')
+    return baselines
+
+
+def _check_split(recipe, split: str) -> None:
+    splits = recipe.make_dataset().splits
+    if split not in splits:
+        raise argparse.ArgumentTypeError(f"--split {split!r}: dataset {recipe.dataset!r} has splits {list(splits)}.")
 
 
 def _cmd_evaluate(args) -> int:
@@ -157,7 +182,8 @@ def _cmd_evaluate(args) -> int:
 
     recipe, model = trainer.load_run(args.run_dir)
     split = args.split or recipe.evaluation_split
-    data = recipe.make_dataset().load(split).select([t.name for t in model.tasks])
+    _check_split(recipe, split)
+    data = recipe.make_dataset().load_tasks(split, [t.name for t in model.tasks])
     results = evaluation.evaluate(model, data, batch_size=args.batch_size)
     report = {"split": split, "tasks": results, "mean": evaluation.mean_over_tasks(results)}
     io.write_json(Path(args.run_dir) / f"metrics_{split}.json", report)
@@ -172,7 +198,7 @@ def _cmd_export(args) -> int:
     from mtlzoo.training import trainer
 
     recipe, model = trainer.load_run(args.run_dir)
-    data = recipe.make_dataset().load(recipe.evaluation_split)
+    data = recipe.make_dataset().load_tasks(recipe.evaluation_split, [t.name for t in model.tasks])
     # Real inputs for the warmup records, and a ready-made request (TF Serving REST body) with
     # the answer the trained model gives to it, so any client can check the export end to end.
     warmup = {k: v[:WARMUP_EXAMPLES] for k, v in data.inputs.items()}
@@ -222,11 +248,18 @@ def _cmd_serving_config(args) -> int:
         base_path_prefix=args.base_path_prefix,
         version_policy=args.version_policy,
         num_versions=args.num_versions,
-        versions=[int(v) for v in args.versions.split(",")] if args.versions else None,
+        versions=args.versions,
         labels=labels or None,
     )
     print(f"wrote {path}")
     return 0
+
+
+def _version_list(text: str) -> list[int]:
+    versions = [v.strip() for v in text.split(",")]
+    if not all(v.isdigit() and int(v) >= 1 for v in versions):
+        raise argparse.ArgumentTypeError(f"expected versions such as 1,2 (integers >= 1), got {text!r}")
+    return [int(v) for v in versions]
 
 
 def _parse_label(text: str) -> tuple[str, int]:
@@ -236,9 +269,16 @@ def _parse_label(text: str) -> tuple[str, int]:
     return label, int(version)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (exit 2) instead of usage and error."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtlzoo", description="Multi-task model zoo for Keras 3.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="mtlzoo", description="Multi-task model zoo for Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="registered architectures, datasets and recipes")
     p.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'hard*'")
@@ -252,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
                    help="freeze the layers matching this glob, e.g. 'shared_*' (repeatable)")
-    p.add_argument("--head-units", type=int, nargs="*", default=[], help="hidden widths of new task heads")
-    p.add_argument("--epochs", type=int, default=None, help="overrides training.epochs")
+    p.add_argument("--head-units", type=_positive_int, nargs="*", default=[], help="hidden widths of new task heads")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="overrides training.epochs")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
     p.set_defaults(func=_cmd_finetune)
@@ -278,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML recipe, e.g. zoo_configs/kang_hard_sharing.yaml")
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
     p.add_argument("--strategy", choices=STRATEGIES, default=None, help="overrides training.strategy")
-    p.add_argument("--epochs", type=int, default=None, help="overrides training.epochs")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="overrides training.epochs")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
@@ -307,13 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="per-task metrics of a trained run")
     p.add_argument("run_dir")
     p.add_argument("--split", default=None, help="default: the recipe's evaluation.split")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("export", help="export a run as a TF Serving SavedModel version")
     p.add_argument("run_dir")
     p.add_argument("export_base", help="writes EXPORT_BASE/<version>/")
-    p.add_argument("--version", type=int, default=None, help="default: next free version")
+    p.add_argument("--version", type=_positive_int, default=None, help="default: next free version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.set_defaults(func=_cmd_export)
 
@@ -330,25 +370,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-path-prefix", default=None,
                    help="model base paths as the server sees them, e.g. /models inside the container")
     p.add_argument("--version-policy", choices=("latest", "all", "specific"), default="latest")
-    p.add_argument("--num-versions", type=int, default=1, help="with --version-policy latest")
-    p.add_argument("--versions", default=None, help="with --version-policy specific: e.g. 1,2")
+    p.add_argument("--num-versions", type=_positive_int, default=1, help="with --version-policy latest")
+    p.add_argument("--versions", type=_version_list, default=None, help="with --version-policy specific: e.g. 1,2")
     p.add_argument("--label", action="append", default=[], help="LABEL=VERSION (specific policy), repeatable")
     p.set_defaults(func=_cmd_serving_config)
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mtlzoo.config import ConfigError
+    from mtlzoo.data.files import DataIntegrityError
     from mtlzoo.export import ExportError
     from mtlzoo.presets import PresetError
+    from mtlzoo.training.callbacks import TrainingDiverged
     from mtlzoo.training.trainer import RunDirError
+    from mtlzoo.tuning import TuningError
 
+    bad_input = (ConfigError, RunDirError, ExportError, PresetError, DataIntegrityError, TuningError,
+                 argparse.ArgumentTypeError, OSError)
     try:
         return args.func(args)
-    except (ConfigError, RunDirError, ExportError, PresetError, argparse.ArgumentTypeError, OSError) as e:
-        print(f"mtlzoo {args.command}: error: {e}", file=sys.stderr)
+    except bad_input as e:
+        print(f"mtlzoo {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TrainingDiverged as e:
+        print(f"mtlzoo {args.command}: failed: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"mtlzoo {args.command}: interrupted", file=sys.stderr)
         return EXIT_FAILED

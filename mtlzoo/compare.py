@@ -325,7 +325,7 @@ def compare(
     }
     _write_json(out_dir / SETTINGS_FILE, settings)
 
-    eval_data = recipe.make_dataset().load(recipe.evaluation_split)
+    eval_data = recipe.make_dataset().load_tasks(recipe.evaluation_split, [t.name for t in recipe.tasks])
     total = len(plans) + len(single_plans)
     done = 0
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import keras
 import yaml
 
 from mtlzoo import registry
@@ -146,7 +148,8 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return (isinstance(v, (int, float))) and not isinstance(v, bool)
+    """A finite int or float (YAML's .inf and .nan are floats too, and never a sane setting)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _describe(v) -> str:
@@ -185,7 +188,7 @@ class _Checker:
         elif _is_int(default):
             ok, expected = _is_int(value), "an integer"
         elif isinstance(default, float):
-            ok, expected = _is_number(value), "a number"
+            ok, expected = _is_number(value), "a finite number"
         elif isinstance(default, str):
             ok, expected = isinstance(value, str), "a string"
         elif isinstance(default, (list, tuple)):
@@ -229,7 +232,7 @@ _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "optimizer": (lambda v: v in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
-    "learning_rate": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "learning_rate": (lambda v: _is_number(v) and v > 0, "a finite positive number"),
     "seed": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
     "strategy": (lambda v: v in STRATEGIES, f"one of {list(STRATEGIES)}"),
     "shuffle": (lambda v: isinstance(v, bool), "true or false"),
@@ -241,7 +244,7 @@ _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or isinstance(v, (str, Mapping, list)),
         "a weighting name, a mapping with 'name' and options, or a list of them (a chain)",
     ),
-    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: no weight decay)"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0 (0: no weight decay)"),
     "early_stopping": (
         lambda v: v is None or isinstance(v, Mapping),
         f"null or a mapping with keys {sorted(EARLY_STOPPING_DEFAULTS)}",
@@ -250,7 +253,7 @@ _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 _EARLY_STOPPING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "monitor": (lambda v: isinstance(v, str) and bool(v), "a log key such as 'mean_val_loss' or 'val_task_00_mae'"),
     "patience": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "min_delta": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "min_delta": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
     "restore_best_weights": (lambda v: isinstance(v, bool), "true or false"),
     "mode": (lambda v: v in mtl_callbacks.MONITOR_MODES, f"one of {list(mtl_callbacks.MONITOR_MODES)}"),
 }
@@ -274,7 +277,56 @@ def _architecture(c: _Checker, raw) -> tuple[str, dict]:
     params = dict(c.mapping(section.get("params"), "architecture.params"))
     accepted = registry.get_architecture(name).parameters()
     _check_params(c, params, accepted, "architecture.params", f"architecture {name!r}")
+    for param, value in params.items():
+        if param in _PARAM_CHECKS:
+            check, expected = _PARAM_CHECKS[param]
+            if not check(value):
+                c.fail(f"architecture.params.{param}", f"expected {expected}, got {_describe(value)}")
+    _check_size(c, params)
     return name, params
+
+
+def _is_activation(value) -> bool:
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+# Checks beyond the type of a builder's default, by parameter name.
+_PARAM_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "activation": (_is_activation, "a Keras activation name such as 'relu', 'gelu' or 'linear'"),
+    "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a rate in [0, 1)"),
+}
+# Lists of layer widths: consecutive widths multiply into kernels.
+_WIDTH_PARAMS = ("shared_units", "units", "filters", "stem_units", "expert_units", "head_units")
+MAX_PARAMETERS_ENV = "MTLZOO_MAX_PARAMETERS"
+MAX_PARAMETERS = 10**9
+
+
+def _check_size(c: _Checker, params: Mapping) -> None:
+    """Refuse widths whose kernels alone would exceed the parameter limit, before anything is built.
+
+    The bound is from below (each width list's kernels and biases, as if fed one feature), so a
+    refused recipe is surely too large; ``$MTLZOO_MAX_PARAMETERS`` raises the limit.
+    """
+    limit_text = os.environ.get(MAX_PARAMETERS_ENV, str(MAX_PARAMETERS))
+    try:
+        limit = int(float(limit_text))
+    except ValueError:
+        c.fail("architecture.params", f"${MAX_PARAMETERS_ENV} must be a number, got {limit_text!r}")
+    for param in _WIDTH_PARAMS:
+        widths = params.get(param)
+        if not isinstance(widths, (list, tuple)):
+            continue
+        least = sum(a * b + b for a, b in zip([1, *widths], widths))
+        if least > limit:
+            c.fail(
+                f"architecture.params.{param}",
+                f"widths {list(widths)} need at least {least:.3g} parameters, above the limit of {limit:.3g} "
+                f"(set ${MAX_PARAMETERS_ENV} to raise it)",
+            )
 
 
 def _data(c: _Checker, raw) -> tuple[str, dict, data_base.Dataset]:
@@ -314,7 +366,7 @@ def _tasks(c: _Checker, raw, dataset: data_base.Dataset) -> tuple[Task, ...]:
             c.fail(f"{key}.name", f"task {name!r} is listed twice")
         overrides = {k: v for k, v in entry.items() if k != "name"}
         if "weight" in overrides and not (_is_number(overrides["weight"]) and overrides["weight"] >= 0):
-            c.fail(f"{key}.weight", f"expected a number >= 0, got {_describe(overrides['weight'])}")
+            c.fail(f"{key}.weight", f"expected a finite number >= 0, got {_describe(overrides['weight'])}")
         try:
             tasks.append(dataclasses.replace(available[name], **overrides))
         except (ValueError, TypeError) as e:

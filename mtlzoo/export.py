@@ -17,15 +17,19 @@ watching ``BASE`` never loads a partial version and a failed export leaves nothi
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
 import keras
 import numpy as np
 
-from mtlzoo.io import atomic_path
+from mtlzoo.io import atomic_path, rename_exclusive
 from mtlzoo.tasks import Task
 
 SERVING_DEFAULT = "serving_default"
@@ -99,8 +103,10 @@ def check_inputs(specs: Mapping[str, tuple[tuple, str]], inputs: Mapping, what: 
     """Arrays for ``specs`` from ``inputs``, or a clear ``ExportError`` naming what is wrong.
 
     Names must match exactly; every array needs the spec's rank and non-batch dimensions and
-    one batch length; values must convert to the spec's dtype without loss of kind (no floats
-    into an integer input).
+    one batch length; values must convert to the spec's dtype without loss of kind: no floats
+    into an integer input, and true/false is not a number (bools feed only bool inputs, on the
+    API as from JSON). Integers of any width feed an integer input if every value fits its range:
+    a JSON request carries no integer width, so 255 must reach a uint8 input and 256 must not.
     """
     if not isinstance(inputs, Mapping):
         raise ExportError(f"{what}s must be a dict {{name: array}} with names {sorted(specs)}.")
@@ -120,8 +126,18 @@ def check_inputs(specs: Mapping[str, tuple[tuple, str]], inputs: Mapping, what: 
             want is not None and got != want for got, want in zip(value.shape[1:], shape[1:])
         ):
             raise ExportError(f"{what} {name!r} has shape {list(value.shape)}; expected {expected} ({dtype}).")
-        if value.dtype.kind not in _COMPATIBLE_KINDS[np.dtype(dtype).kind]:
-            raise ExportError(f"{what} {name!r} has dtype {value.dtype}; expected {dtype} with shape {expected}.")
+        want = np.dtype(dtype).kind
+        if value.dtype.kind not in _COMPATIBLE_KINDS[want]:
+            why = _KIND_MISMATCH.get((value.dtype.kind, want), "")
+            raise ExportError(f"{what} {name!r} has dtype {value.dtype}; expected {dtype} with shape {expected}{why}.")
+        if want in "iu" and value.size:
+            info = np.iinfo(dtype)
+            low, high = int(value.min()), int(value.max())
+            if low < info.min or high > info.max:
+                raise ExportError(
+                    f"{what} {name!r} has value {low if low < info.min else high}, outside the range of "
+                    f"{dtype} ({info.min}..{info.max}); expected {dtype} with shape {expected}."
+                )
         arrays[name] = value.astype(dtype, copy=False)
         lengths.add(value.shape[0])
     if len(lengths) > 1:
@@ -129,8 +145,15 @@ def check_inputs(specs: Mapping[str, tuple[tuple, str]], inputs: Mapping, what: 
     return arrays
 
 
-# Which numpy kinds may be fed to an input of each kind (b: bool, i/u: ints, f: floats).
-_COMPATIBLE_KINDS = {"f": "biuf", "i": "biu", "u": "bu", "b": "b", "O": "OSU", "S": "OSU", "U": "OSU"}
+# Which numpy kinds may be fed to an input of each kind (b: bool, i/u: ints, f: floats); integers
+# into an integer input are range-checked.
+_COMPATIBLE_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b", "O": "OSU", "S": "OSU", "U": "OSU"}
+_KIND_MISMATCH = {
+    **{("b", k): " (true/false is not a number)" for k in "iuf"},
+    **{(k, i): " (strings are not numbers)" for k in "SU" for i in "iuf"},
+    **{("f", k): " (an integer input takes whole numbers only)" for k in "iu"},
+    **{(k, "b"): " (a bool input takes true/false only)" for k in "iufSU"},
+}
 
 
 def _check_dict_outputs(model) -> None:
@@ -182,8 +205,10 @@ def export_saved_model(
     """Export ``model`` for TF Serving to ``base_dir/<version>/`` and return that path.
 
     Args:
-        version: a positive integer; default: one more than the newest existing version.
-        overwrite: replace an existing version (otherwise that is an error).
+        version: a positive integer; default: one more than the newest existing version when
+            the export is complete (exports racing for a number each get their own).
+        overwrite: replace an existing version (otherwise that is an error, also when another
+            process writes the version while this one is being written).
         warmup_inputs: real example inputs ``{name: array}``; when given, warmup records of
             several batch sizes (and one per task signature) are written from them.
         model_name: the model name TF Serving will use (recorded in the warmup requests);
@@ -201,13 +226,11 @@ def export_saved_model(
     base = Path(base_dir)
     if base.exists() and not base.is_dir():
         raise ExportError(f"Export base {str(base)!r} exists and is not a directory.")
-    if version is None:
-        version = (existing_versions(base) or [0])[-1] + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ExportError(f"version must be a positive integer, got {version!r}.")
-    final = base / str(version)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"Version {version} already exists at {str(final)!r}; pass overwrite=True to replace it.")
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ExportError(f"version must be a positive integer, got {version!r}.")
+        if (base / str(version)).exists() and not overwrite:
+            raise FileExistsError(_exists_message(base / str(version)))
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -215,11 +238,43 @@ def export_saved_model(
     if not os.access(base, os.W_OK):
         raise ExportError(f"Cannot write to the export base {str(base)!r}: permission denied.")
 
-    with atomic_path(final) as staging:
+    # Hidden (leading dot), so TF Serving never sees a partial version; removed whatever happens.
+    with tempfile.TemporaryDirectory(prefix=f".{version or 'next'}.", suffix=".tmp", dir=base) as tmp:
+        staging = Path(tmp) / "version"
         _write_archive(model, specs, names, staging)
         if warmup is not None:
             _write_warmup(staging / WARMUP_FILE, warmup, names, model_name or base.resolve().name)
+        return _publish(staging, base, version, overwrite)
+
+
+def _publish(staging: Path, base: Path, version: int | None, overwrite: bool) -> Path:
+    """Rename the finished ``staging`` directory to ``base/<version>`` and return that path.
+
+    Without a version, the next free number is claimed by exclusive renames, trying the next
+    number whenever another export took one first. Nothing is replaced unless ``overwrite``.
+    """
+    if version is None:
+        version = (existing_versions(base) or [0])[-1] + 1
+        while True:
+            try:
+                rename_exclusive(staging, base / str(version))
+                return base / str(version)
+            except FileExistsError:
+                version = max(version, (existing_versions(base) or [0])[-1]) + 1
+    final = base / str(version)
+    try:
+        rename_exclusive(staging, final)
+    except FileExistsError:
+        if not overwrite:
+            raise FileExistsError(_exists_message(final, raced=True)) from None
+        with atomic_path(final) as replacement:
+            os.rename(staging, replacement)
     return final
+
+
+def _exists_message(final: Path, raced: bool = False) -> str:
+    how = " (another export wrote it while this one was being written)" if raced else ""
+    return f"Version {final.name} already exists at {str(final)!r}{how}; pass overwrite=True to replace it."
 
 
 def _write_archive(model, specs, names, path: Path) -> None:
@@ -323,36 +378,105 @@ def read_request(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str | 
     """Inputs (and signature name, if given) from a TF Serving REST body (JSON) or a ``.npz`` file.
 
     JSON: ``{"instances": [{name: value}, ...]}`` (rows) or ``{"inputs": {name: values}}``
-    (columns), optionally with ``"signature_name"``.
+    (columns), optionally with ``"signature_name"``; every value a number, true/false or a
+    string, or rectangular nested lists of one of those. A file that does not hold that is an
+    ``ExportError`` naming the file; whether the values suit the model is ``check_inputs``'s call.
     """
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Input file {str(path)!r} does not exist.")
+    where = repr(str(path))
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}, None
-    try:
-        body = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ExportError(f"{str(path)!r} is not valid JSON: {e}") from None
-    if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
-        raise ExportError(
-            f"{str(path)!r}: expected a JSON object with either \"instances\" (a list of rows) or "
-            "\"inputs\" (named columns), as in a TF Serving REST request."
-        )
-    if "inputs" in body:
-        columns = body["inputs"]
-        if not isinstance(columns, dict):
-            raise ExportError(f"{str(path)!r}: \"inputs\" must map input names to values.")
-        inputs = {k: np.asarray(v) for k, v in columns.items()}
+        inputs, signature = _read_npz(path, where), None
     else:
-        rows = body["instances"]
-        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-            raise ExportError(f"{str(path)!r}: \"instances\" must be a non-empty list of {{input_name: value}} rows.")
-        names = set(rows[0])
-        if any(set(r) != names for r in rows):
-            raise ExportError(f"{str(path)!r}: every row of \"instances\" must have the same input names.")
-        inputs = {k: np.asarray([r[k] for r in rows]) for k in sorted(names)}
-    return inputs, body.get("signature_name")
+        try:
+            body = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ExportError(f"{where} is not valid JSON: {e}") from None
+        if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+            raise ExportError(
+                f"{where}: expected a JSON object with either \"instances\" (a list of rows) or "
+                "\"inputs\" (named columns), as in a TF Serving REST request."
+            )
+        if "inputs" in body:
+            columns = body["inputs"]
+            if not isinstance(columns, dict) or not columns:
+                raise ExportError(f"{where}: \"inputs\" must map input names to values.")
+            inputs = {k: _json_array(v, f"{where}: input {k!r}") for k, v in columns.items()}
+        else:
+            rows = body["instances"]
+            if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and r for r in rows):
+                raise ExportError(f"{where}: \"instances\" must be a non-empty list of {{input_name: value}} rows.")
+            names = set(rows[0])
+            if any(set(r) != names for r in rows):
+                raise ExportError(f"{where}: every row of \"instances\" must have the same input names.")
+            inputs = {k: _json_array([r[k] for r in rows], f"{where}: input {k!r}") for k in sorted(names)}
+        signature = body.get("signature_name")
+    for name, value in inputs.items():
+        if value.ndim and not len(value):
+            raise ExportError(f"{where}: input {name!r} has no examples; expected at least one.")
+    return inputs, signature
+
+
+# What a JSON leaf may be, named as a user reads it (bool first: it is also an int).
+_JSON_LEAVES = ((bool, "true/false"), ((int, float), "numbers"), (str, "strings"))
+
+
+def _json_array(value, where: str) -> np.ndarray:
+    """``value`` (a JSON value) as an array: leaves all numbers, all true/false or all strings, rectangular."""
+    kinds, pending = set(), [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+            continue
+        kind = next((k for types, k in _JSON_LEAVES if isinstance(item, types)), None)
+        if kind is None:
+            found = "null" if item is None else f"a JSON object {_short_json(item)}"
+            raise ExportError(f"{where} holds {found}; expected numbers, true/false or strings (in nested lists).")
+        kinds.add(kind)
+    if len(kinds) > 1:
+        # numpy would quietly turn true into 1, or 1 into "1".
+        raise ExportError(f"{where} mixes {' and '.join(sorted(kinds))}; expected values of one kind.")
+    try:
+        array = np.array(value)
+    except ValueError:
+        raise ExportError(
+            f"{where} has rows of different lengths; expected a rectangular array (nested lists of equal length)."
+        ) from None
+    if array.dtype == object:  # integers beyond 64 bits
+        raise ExportError(f"{where} holds integers too large for any input dtype.")
+    return array
+
+
+def _short_json(value, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_npz(path: Path, where: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``np.savez`` file, refusing pickled objects; errors name the file."""
+    expected = "an .npz archive of numeric, bool or string arrays named as the model's inputs (np.savez)"
+    # np.load picks the format by these first bytes, and would read a .npy file too and blame
+    # pickling for any other file.
+    with open(path, "rb") as f:
+        if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ExportError(f"{where} is not a zip archive; expected {expected}.")
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for name in npz.files:
+                arrays[name] = npz[name]
+    except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as e:
+        if "Object arrays" in str(e):  # numpy's only word that a member needs unpickling
+            raise ExportError(
+                f"{where}: array {name!r} holds Python objects (dtype=object, e.g. a ragged or mixed "
+                f"array), which are never unpickled; expected {expected}."
+            ) from None
+        raise ExportError(f"{where} is damaged or not written by np.savez ({e}); expected {expected}.") from None
+    if not arrays:
+        raise ExportError(f"{where} holds no arrays; expected {expected}.")
+    odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if odd:
+        raise ExportError(f"{where}: {odd} are not .npy arrays; expected {expected}.")
+    return arrays

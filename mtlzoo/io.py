@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -15,7 +16,9 @@ def atomic_path(final: str | os.PathLike, *, suffix: str = ""):
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds.
 
     The temporary name starts with a dot, so tools that scan the directory (TF Serving looks for
-    integer-named versions) never pick it up, and it is removed on failure.
+    integer-named versions) never pick it up, and it is removed on failure. Whatever is at
+    ``final`` is replaced (an old directory is moved aside and deleted); to claim a name that
+    another process may be claiming too, build elsewhere and use ``rename_exclusive``.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +41,33 @@ def atomic_path(final: str | os.PathLike, *, suffix: str = ""):
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        raise
+
+
+def rename_exclusive(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename ``src`` to ``dst`` without ever replacing anything there: ``FileExistsError`` if ``dst`` exists.
+
+    Of several processes renaming onto one ``dst`` at once, exactly one succeeds, so it can
+    claim a name (``export_saved_model`` claims version numbers this way).
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    if not os.path.isdir(src):
+        os.link(src, dst)  # a hard link never replaces an existing name
+        os.unlink(src)
+        return
+    # rename(2) refuses a non-empty target directory but silently replaces an empty one. So an
+    # existing empty directory counts as taken, and an empty one is never placed (the next
+    # claimant's rename would replace it); only an empty directory made by someone else in the
+    # instant between this check and the rename could still be replaced.
+    if not os.listdir(src):
+        raise ValueError(f"{src!r} is an empty directory; an exclusive rename needs content.")
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
         raise
 
 

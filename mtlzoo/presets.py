@@ -10,20 +10,40 @@ A preset directory holds::
 
 ``mtlzoo.load(handle)`` takes a built-in name (``mtlzoo.list_pretrained()``), a local
 directory, any ``tf.io.gfile`` path (``gs://...``), or an ``https://`` URL of a ``.tar.gz``
-archive with ``#sha256=<hex>`` appended, which is downloaded once into the cache
+archive with ``#sha256=<64 hex digits>`` appended, which is downloaded once into the cache
 (``$MTLZOO_CACHE``, default ``~/.cache/mtlzoo``), verified, and unpacked atomically.
+
+A download is bounded (``DownloadLimits``; each bound can be raised with its environment
+variable or by passing ``limits=`` to ``load``/``resolve``):
+
+    MTLZOO_DOWNLOAD_TIMEOUT       seconds for the whole download, not per read (default 600)
+    MTLZOO_MAX_DOWNLOAD_BYTES     size of the archive (default 2 GiB)
+    MTLZOO_MAX_UNPACKED_BYTES     sum of the archive's member sizes (default 8 GiB)
+    MTLZOO_MAX_ARCHIVE_MEMBERS    number of members (default 1000)
+
+Every member is checked before anything is unpacked: only directories and regular files, all
+inside the preset's folder. A URL that breaks any of this is a ``PresetError`` and leaves
+nothing behind in the cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import http.client
 import json
+import math
 import os
 import platform
+import re
 import shutil
+import socket
 import tarfile
 import tempfile
+import threading
+import time
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -39,6 +59,60 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "pretrained"
 
 class PresetError(ValueError):
     """A preset that cannot be found, read or trusted."""
+
+
+GIB = 1 << 30
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadLimits:
+    """Bounds on fetching a preset URL, so that no server can hold the caller or fill its disk.
+
+    ``DownloadLimits.from_env()``, what ``load`` uses unless given ``limits=``, takes each field
+    from its environment variable (``DownloadLimits.ENV``) where that is set and not empty.
+    """
+
+    timeout: float = 600.0  # seconds for the whole download
+    max_download_bytes: int = 2 * GIB
+    max_unpacked_bytes: int = 8 * GIB  # the sum of the member sizes
+    max_members: int = 1000  # a preset is three files
+
+    ENV = {"timeout": "MTLZOO_DOWNLOAD_TIMEOUT", "max_download_bytes": "MTLZOO_MAX_DOWNLOAD_BYTES",
+           "max_unpacked_bytes": "MTLZOO_MAX_UNPACKED_BYTES", "max_members": "MTLZOO_MAX_ARCHIVE_MEMBERS"}
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not _positive(value):
+                raise PresetError(f"DownloadLimits.{field.name} must be a number > 0, got {value!r}.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "DownloadLimits":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            name, text = cls.ENV[field.name], environ.get(cls.ENV[field.name], "").strip()
+            if not text:
+                continue
+            whole = isinstance(field.default, int)
+            try:
+                value = int(text) if whole else float(text)
+            except ValueError:
+                value = None
+            if value is None or not _positive(value):
+                kind = "a whole number" if whole else "a number of seconds"
+                raise PresetError(f"{name}={text!r} is not valid: expected {kind} > 0.")
+            values[field.name] = value
+        return cls(**values)
+
+    def hint(self, field: str) -> str:
+        """Where the limit ``field`` comes from and how to raise it, for error messages."""
+        return (f"the limit {self.ENV[field]}={getattr(self, field)}; raise it with that environment variable "
+                f"or limits=DownloadLimits({field}=...)")
+
+
+def _positive(value) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def list_pretrained() -> dict[str, dict]:
@@ -95,7 +169,7 @@ def save_preset(run_dir, preset_dir, *, split: str | None = None, baselines: Map
         raise FileExistsError(f"Preset directory {str(preset_dir)!r} already exists.")
     recipe, model = load_run(run_dir)
     split = split or recipe.evaluation_split
-    data = recipe.make_dataset().load(split).select([t.name for t in model.tasks])
+    data = recipe.make_dataset().load_tasks(split, [t.name for t in model.tasks])
     metrics = evaluation.evaluate(model, data)
     run = json.loads((run_dir / "run.json").read_text())
     preset_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -141,13 +215,15 @@ def _delta_m(metrics, baselines: Mapping) -> dict:
             "metrics": shared, "baselines": dict(baselines["metrics"]), "source": baselines.get("source", "")}
 
 
-def load(handle: str | os.PathLike, *, compile: bool = False) -> keras.Model:
+def load(handle: str | os.PathLike, *, compile: bool = False,
+         limits: DownloadLimits | None = None) -> keras.Model:
     """The pretrained model named by ``handle``, its weights verified against its card.
 
     ``compile=True`` compiles it with each task's default loss and metrics (Adam), ready for
-    ``fit``; otherwise compile it yourself.
+    ``fit``; otherwise compile it yourself. ``limits`` bound a URL's download (default:
+    ``DownloadLimits.from_env()``).
     """
-    directory = resolve(handle)
+    directory = resolve(handle, limits=limits)
     card = read_card(directory)
     weights = directory / WEIGHTS_FILE
     if file_digest(weights) != card.get("weights_sha256"):
@@ -177,11 +253,11 @@ def read_card(directory) -> dict:
         raise PresetError(f"{str(directory / METADATA_FILE)!r} is not valid JSON: {e}") from None
 
 
-def resolve(handle) -> Path:
+def resolve(handle, *, limits: DownloadLimits | None = None) -> Path:
     """A local directory holding the preset ``handle`` names (fetched into the cache if remote)."""
     text = os.fspath(handle)
     if text.startswith(("https://", "http://")):
-        return _fetch_url(text)
+        return _fetch_url(text, DownloadLimits.from_env() if limits is None else limits)
     if "://" in text:
         return _copy_gfile(text)
     if (BUILTIN_DIR / text).is_dir() and os.sep not in text:
@@ -198,11 +274,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MTLZOO_CACHE", Path.home() / ".cache" / "mtlzoo"))
 
 
-def _fetch_url(url: str) -> Path:
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_READ_TIMEOUT = 60.0  # one stalled read; DownloadLimits.timeout bounds the whole download
+_CHUNK = 1 << 20
+
+
+def _fetch_url(url: str, limits: DownloadLimits) -> Path:
     address, _, fragment = url.partition("#")
-    if not fragment.startswith("sha256=") or len(fragment) != len("sha256=") + 64:
-        raise PresetError(f"A preset URL must end in #sha256=<64 hex digits> of its archive; got {url!r}.")
-    expected = fragment[len("sha256="):].lower()
+    key, _, digest = fragment.partition("=")
+    # The digest names the cache folder: anything but plain hex could point it elsewhere.
+    if key != "sha256" or not _SHA256_HEX.fullmatch(digest):
+        raise PresetError(f"A preset URL must end in #sha256=<64 hex digits> (the sha256 of its archive); "
+                          f"got {url!r}.")
+    expected = digest.lower()
     target = cache_dir() / "presets" / expected
     if (target / METADATA_FILE).is_file():
         return target
@@ -210,24 +294,199 @@ def _fetch_url(url: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".download.", dir=target.parent))
     try:
         archive = staging / "preset.tar.gz"
-        try:
-            with urllib.request.urlopen(address, timeout=60) as response, open(archive, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except OSError as e:
-            raise PresetError(f"Cannot download the preset {address!r}: {e}") from None
+        _download(address, archive, limits)
         actual = file_digest(archive)
         if actual != expected:
             raise PresetError(f"The archive at {address!r} has sha256 {actual}, not the {expected} its URL names.")
         unpacked = staging / "preset"
-        with tarfile.open(archive) as tar:
-            tar.extractall(unpacked, filter="data")
-        entries = [p for p in unpacked.iterdir()]
+        _unpack(archive, unpacked, address, limits)
+        entries = list(unpacked.iterdir())
         root = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpacked
-        read_card(root)
-        os.replace(root, target)
+        missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE) if not (root / f).is_file()]
+        if missing:
+            raise PresetError(f"The archive at {address!r} holds no preset: it lacks {missing} at its top level "
+                              "(or in its one top-level folder).")
+        try:
+            os.replace(root, target)
+        except OSError as e:
+            if not (target / METADATA_FILE).is_file():  # else another process unpacked it meanwhile
+                raise PresetError(f"Cannot move the preset from {address!r} into {str(target)!r}: {e}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _download(address: str, archive: Path, limits: DownloadLimits) -> None:
+    """Write the body at ``address`` into ``archive`` within ``limits``' deadline and byte cap."""
+    watchdog = _Watchdog(limits.timeout)
+    opener = urllib.request.build_opener(_WatchedHTTPHandler(watchdog), _WatchedHTTPSHandler(watchdog))
+    declared, received = None, 0
+    try:
+        with watchdog, opener.open(address, timeout=min(_READ_TIMEOUT, limits.timeout)) as response, \
+                open(archive, "wb") as out:
+            declared = _content_length(response)
+            if declared is not None and declared > limits.max_download_bytes:
+                raise PresetError(f"The download of {address!r} declares {declared} bytes, more than "
+                                  f"{limits.hint('max_download_bytes')}.")
+            while chunk := response.read1(_CHUNK):
+                received += len(chunk)
+                if received > limits.max_download_bytes:
+                    raise PresetError(f"The download of {address!r} is larger than "
+                                      f"{limits.hint('max_download_bytes')}.")
+                if watchdog.expired:
+                    break
+                out.write(chunk)
+    except PresetError:
+        raise
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        if not watchdog.expired:
+            raise PresetError(f"Cannot download the preset {address!r}: {_one_line(e)}") from None
+    if watchdog.expired:
+        raise PresetError(f"The download of {address!r} did not finish within {limits.hint('timeout')}.")
+    if declared is not None and received < declared:
+        raise PresetError(f"The download of {address!r} ended after {received} of its {declared} bytes.")
+
+
+def _content_length(response) -> int | None:
+    try:
+        length = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+class _Watchdog:
+    """Shuts the download's sockets down at its deadline, wherever a read is blocked.
+
+    A socket timeout only bounds each read; a server trickling a byte at a time (into the
+    headers or the body) would otherwise hold the download indefinitely.
+    """
+
+    def __init__(self, seconds: float):
+        self._end = time.monotonic() + seconds
+        self._fired = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(min(seconds, threading.TIMEOUT_MAX), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._timer.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self._fired.is_set() or time.monotonic() >= self._end
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self._fired.is_set()
+        if fired:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired.set()
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def connection_class(self, base: type) -> type:
+        """``base`` (an http.client connection class) with its sockets watched."""
+        watchdog = self
+
+        class Watched(base):
+            def connect(self):
+                super().connect()
+                watchdog.watch(self.sock)
+
+        return Watched
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        # The plain socket's shutdown, also for a TLS socket: it wakes a blocked read at once.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self._connection = watchdog.connection_class(http.client.HTTPConnection)
+
+    def http_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self._connection = watchdog.connection_class(http.client.HTTPSConnection)
+
+    def https_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+def _unpack(archive: Path, destination: Path, address: str, limits: DownloadLimits) -> None:
+    """Unpack the tar ``archive`` into ``destination``, every member checked before any is written.
+
+    Only directories and regular files are accepted: links are what path checks get wrong
+    (the ``data`` filter of older Pythons included), and a preset needs none.
+    """
+    opened = False
+    try:
+        with tarfile.open(archive) as tar:
+            opened = True
+            members, total = [], 0
+            for member in tar:  # lazily: a bomb is stopped at its first member past a limit
+                members.append(member)
+                total += member.size
+                if len(members) > limits.max_members:
+                    raise PresetError(f"The archive at {address!r} has more members than "
+                                      f"{limits.hint('max_members')}.")
+                if total > limits.max_unpacked_bytes:
+                    raise PresetError(f"The archive at {address!r} unpacks to more than "
+                                      f"{limits.hint('max_unpacked_bytes')}.")
+                if member.name.startswith(("/", os.sep)):  # the filter would quietly make it relative
+                    raise PresetError(f"The archive at {address!r} is unsafe to unpack: its member "
+                                      f"{member.name!r} has an absolute path.")
+                if not member.isdev():  # else the filter would only say "special file"
+                    tarfile.data_filter(member, str(destination))
+                if not (member.isreg() or member.isdir()):
+                    raise PresetError(f"The archive at {address!r} is unsafe to unpack: its member "
+                                      f"{member.name!r} is a {_kind(member)}; a preset archive may hold only "
+                                      "directories and regular files.")
+            destination.mkdir()
+            tar.extractall(destination, members=members, filter="data")
+    except PresetError:
+        raise
+    except tarfile.FilterError as e:
+        raise PresetError(f"The archive at {address!r} is unsafe to unpack: {_one_line(e)}.") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        if not opened and isinstance(e, tarfile.ReadError):  # its message lists every compression tried
+            raise PresetError(f"The file at {address!r} is not a .tar.gz archive, which a preset URL must "
+                              "name.") from None
+        raise PresetError(f"Cannot unpack the archive at {address!r}; a preset URL must name a .tar.gz: "
+                          f"{type(e).__name__}: {_one_line(e)}") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())  # the CLI prints errors as one line; tarfile's span several
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return f"symbolic link to {member.linkname!r}"
+    if member.islnk():
+        return f"hard link to {member.linkname!r}"
+    return {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+            tarfile.FIFOTYPE: "FIFO"}.get(member.type, f"member of tar type {member.type!r}")
 
 
 def _copy_gfile(path: str) -> Path:

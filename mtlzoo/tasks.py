@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -70,10 +71,17 @@ class Task:
             raise ValueError(f"Task {self.name!r}: units must be a positive integer, got {self.units!r}.")
         if self.units != 1 and self.kind != "regression":
             raise ValueError(f"Task {self.name!r}: units applies only to regression tasks.")
-        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or self.weight < 0:
-            raise ValueError(f"Task {self.name!r}: weight must be a number >= 0, got {self.weight!r}.")
+        if (isinstance(self.weight, bool) or not isinstance(self.weight, (int, float))
+                or not math.isfinite(self.weight) or self.weight < 0):
+            raise ValueError(f"Task {self.name!r}: weight must be a finite number >= 0, got {self.weight!r}.")
+        if self.loss is not None:
+            _check_identifier(self, "loss", self.loss, keras.losses.get, "'mse', 'mae', 'huber'")
         if self.metrics is not None:
+            if isinstance(self.metrics, str):
+                raise ValueError(f"Task {self.name!r}: metrics must be a list of names, got the string {self.metrics!r}.")
             object.__setattr__(self, "metrics", tuple(self.metrics))
+            for metric in self.metrics:
+                _check_identifier(self, "metric", metric, keras.metrics.get, "'mae', 'accuracy', 'auc'")
 
     @property
     def output_size(self) -> int:
@@ -154,3 +162,13 @@ def task_names(tasks: Sequence[Task]) -> list[str]:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_identifier(task: Task, what: str, name, resolve, examples: str) -> None:
+    """Resolve a loss or metric name now, so a typo fails when the task is made, not mid-compile."""
+    try:
+        resolve(name)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Task {task.name!r}: unknown {what} {name!r}; expected a Keras {what} name such as {examples}."
+        ) from None

@@ -29,25 +29,29 @@ from mtlzoo import registry
 ALGORITHMS = ("random", "bayesian")
 
 
+class TuningError(ValueError):
+    """A recipe's ``tuning`` section that cannot be searched (checked before any trial runs)."""
+
+
 def _draw(hp, name: str, spec):
     """One hyperparameter: a choice (by index, so that any YAML value can be a choice) or a range."""
     if isinstance(spec, list):
         if not spec:
-            raise ValueError(f"tuning.space.{name}: an empty list of choices.")
+            raise TuningError(f"tuning.space.{name}: an empty list of choices.")
         return spec[hp.Choice(name, list(range(len(spec))))]
     if isinstance(spec, Mapping) and {"min", "max"} <= set(spec):
         low, high = spec["min"], spec["max"]
         if isinstance(low, int) and isinstance(high, int) and not isinstance(spec.get("step", 1), float):
             return hp.Int(name, low, high, step=spec.get("step", 1))
         return hp.Float(name, float(low), float(high), step=spec.get("step"), sampling=spec.get("sampling", "linear"))
-    raise ValueError(f"tuning.space.{name}: expected a list of choices or {{min, max}}, got {spec!r}.")
+    raise TuningError(f"tuning.space.{name}: expected a list of choices or {{min, max}}, got {spec!r}.")
 
 
 def choose(recipe, space: Mapping[str, Any], hp):
     """The recipe with every searched setting drawn from ``hp``: (recipe, loss weights)."""
     unknown = sorted(set(space) - {"architecture", "learning_rate", "params", "loss_weights", "weighting"})
     if unknown:
-        raise ValueError(f"tuning.space: unknown key(s) {unknown}; expected architecture, learning_rate, params, "
+        raise TuningError(f"tuning.space: unknown key(s) {unknown}; expected architecture, learning_rate, params, "
                          "loss_weights, weighting.")
     architecture = _draw(hp, "architecture", space["architecture"]) if "architecture" in space else recipe.architecture
     accepted = registry.get_architecture(architecture).parameters()
@@ -65,7 +69,7 @@ def choose(recipe, space: Mapping[str, Any], hp):
     weights = {}
     for task, spec in (space.get("loss_weights") or {}).items():
         if task not in task_names:
-            raise ValueError(f"tuning.space.loss_weights names unknown task {task!r}; the tasks are {task_names}.")
+            raise TuningError(f"tuning.space.loss_weights names unknown task {task!r}; the tasks are {task_names}.")
         weights[task] = float(_draw(hp, f"loss_weights.{task}", spec))
     tasks = tuple(dataclasses.replace(t, weight=weights.get(t.name, t.weight)) for t in recipe.tasks)
     return dataclasses.replace(recipe, architecture=architecture, params=params, training=training, tasks=tasks)
@@ -81,7 +85,7 @@ def objectives(spec):
     for entry in spec:
         if not isinstance(entry, Mapping) or set(entry) != {"name", "direction"} or \
                 entry["direction"] not in ("min", "max"):
-            raise ValueError(f"tuning.objective: expected entries {{name, direction: min|max}}, got {entry!r}.")
+            raise TuningError(f"tuning.objective: expected entries {{name, direction: min|max}}, got {entry!r}.")
         found.append(keras_tuner.Objective(entry["name"], entry["direction"]))
     return found
 
@@ -95,14 +99,18 @@ def tune(recipe, directory, *, overwrite: bool = False, verbose: int = 0):
     settings = dict(recipe.tuning)
     unknown = sorted(set(settings) - {"objective", "max_trials", "algorithm", "space", "seed"})
     if unknown or "space" not in settings:
-        raise ValueError(f"tuning: needs 'space' (and takes objective, max_trials, algorithm, seed); got {sorted(settings)}.")
+        raise TuningError(f"tuning: needs 'space' (and takes objective, max_trials, algorithm, seed); got {sorted(settings)}.")
     algorithm = settings.get("algorithm", "random")
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"tuning.algorithm: expected one of {list(ALGORITHMS)}, got {algorithm!r}.")
+        raise TuningError(f"tuning.algorithm: expected one of {list(ALGORITHMS)}, got {algorithm!r}.")
+    # Every setting drawn once at its default, so that a bad space fails here, not in a trial
+    # (keras-tuner would retry a failing trial before giving up).
+    choose(recipe, settings["space"], keras_tuner.HyperParameters())
+    objective = objectives(settings.get("objective", "val_loss"))
     dataset = recipe.make_dataset()
     names = [t.name for t in recipe.tasks]
-    train = dataset.load("train").select(names)
-    val = dataset.load(recipe.training.validation_split).select(names)
+    train = dataset.load_tasks("train", names)
+    val = dataset.load_tasks(recipe.training.validation_split, names)
     input_spec = dataset.input_spec()
 
     def build(hp):
@@ -113,12 +121,14 @@ def tune(recipe, directory, *, overwrite: bool = False, verbose: int = 0):
 
     tuner_class = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}[algorithm]
     tuner = tuner_class(
-        build, objective=objectives(settings.get("objective", "val_loss")),
+        build, objective=objective,
         max_trials=int(settings.get("max_trials", 4)), seed=int(settings.get("seed", recipe.training.seed)),
         directory=str(directory), project_name=recipe.name, overwrite=overwrite,
     )
     batch = recipe.training.batch_size
-    tuner.search(train.to_tf_dataset(batch, shuffle=True, seed=recipe.training.seed), epochs=recipe.training.epochs,
-                 validation_data=val.to_tf_dataset(batch), verbose=verbose)
+    # An endless stream, a new order each pass (as in mtlzoo train); every trial starts it afresh.
+    stream = train.to_tf_dataset(batch, shuffle=recipe.training.shuffle, seed=recipe.training.seed, repeat=True)
+    tuner.search(stream, steps_per_epoch=recipe.training.steps_per_epoch or -(-len(train) // batch),
+                 epochs=recipe.training.epochs, validation_data=val.to_tf_dataset(batch), verbose=verbose)
     best = choose(recipe, settings["space"], tuner.get_best_hyperparameters(1)[0])
     return dataclasses.replace(best, tuning={}), tuner

@@ -126,7 +126,7 @@ def test_missing_inputs_exit_2(tmp_path):
     proc = cli("export", tmp_path, tmp_path / "models")
     assert proc.returncode == 2 and "holds no trained model" in proc.stderr
     proc = cli("train")
-    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert proc.returncode == 2 and "mtlzoo train: error: the following arguments are required" in proc.stderr
 
 
 def test_files_source_without_data_directory_is_a_clear_error(tmp_path):

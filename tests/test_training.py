@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
-from helpers import small_recipe
+from helpers import small_recipe, small_recipe_dict
+from mtlzoo.config import recipe_from_dict
 from mtlzoo.training import trainer
 from mtlzoo.training.strategies import make_strategy
 
@@ -99,6 +100,17 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
     # the result equals one-device training up to float32 summation order.
     assert max_abs_diff(weights_of(one), weights_of(two)) < 1e-5
     assert int(one.optimizer.iterations.numpy()) == int(two.optimizer.iterations.numpy())
+
+
+def test_models_of_different_shapes_train_one_after_another_under_mirrored(tmp_path):
+    # A fresh MirroredStrategy per run reused the first one's collective keys, and the second
+    # model's all-reduce failed ("Shape mismatch in the collective instance").
+    first = small_recipe_dict(epochs=1)
+    first["architecture"]["params"].update(shared_units=[16], dropout=0.3)
+    trainer.train(recipe_from_dict(first), tmp_path / "first", strategy="mirrored", verbose=0)
+    second = trainer.train(small_recipe(epochs=1), tmp_path / "second", strategy="mirrored", verbose=0)
+    assert json.loads((tmp_path / "second" / "run.json").read_text())["replicas"] == 2
+    assert all(np.isfinite(w).all() for w in second.get_weights())
 
 
 def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path, run_python):

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from mtlzoo.data.files import DataIntegrityError
 from mtlzoo.tasks import Task
 
 DATA_DIR_ENV = "MTLZOO_DATA_DIR"
@@ -68,14 +69,68 @@ class MultiTaskArrays:
             {n: self.weights[n] for n in task_names},
         )
 
-    def to_tf_dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0):
-        """``tf.data`` of ``(inputs, targets, sample_weights)`` batches, as ``Model.fit`` takes."""
+    def checked(self, split: str = "") -> "MultiTaskArrays":
+        """These arrays after a check for non-finite values, with unlabelled targets set to 0.
+
+        Raises ``DataIntegrityError`` naming the split, the array and the first non-finite
+        value in an input, a weight, or a target whose weight is not 0. An unlabelled
+        example's target may be anything (NaN is a common mark for a missing label); it is
+        replaced by 0, since a loss weighted by 0 would still turn NaN.
+        """
+        where = f"split {split!r}: " if split else ""
+        for group, arrays in (("input", self.inputs), ("weight", self.weights)):
+            for name, array in arrays.items():
+                _raise_if_not_finite(array, f"{where}{group} {name!r}")
+        targets = {}
+        for name, target in self.targets.items():
+            target = np.asarray(target)
+            if target.dtype.kind in "fc" and not np.isfinite(target).all():
+                labelled = (np.asarray(self.weights[name]) != 0).reshape((-1,) + (1,) * (target.ndim - 1))
+                _raise_if_not_finite(np.where(labelled, target, 0), f"{where}target {name!r}")
+                target = np.where(labelled, target, 0).astype(target.dtype)
+            targets[name] = target
+        return MultiTaskArrays(dict(self.inputs), targets, dict(self.weights))
+
+    def to_tf_dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, repeat: bool = False,
+                      first_batch: int = 0):
+        """``tf.data`` of ``(inputs, targets, sample_weights)`` batches, as ``Model.fit`` takes.
+
+        With ``shuffle``, pass ``p`` over the data takes the order drawn from ``(seed, p)``
+        alone, so the stream is a pure function of its arguments: ``first_batch=k`` starts it
+        exactly where an uninterrupted one is after ``k`` batches (how a resumed run continues).
+        ``repeat`` makes it endless.
+        """
         import tensorflow as tf
 
-        ds = tf.data.Dataset.from_tensor_slices((dict(self.inputs), dict(self.targets), dict(self.weights)))
-        if shuffle:
-            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        size = len(self)
+        first_pass, skip = divmod(first_batch, max(1, -(-size // batch_size)))
+        tensors = tf.nest.map_structure(tf.constant, (dict(self.inputs), dict(self.targets), dict(self.weights)))
+
+        def order(p):
+            indices = tf.range(size, dtype=tf.int64)
+            if shuffle:
+                indices = tf.random.experimental.stateless_shuffle(indices, seed=tf.stack([tf.cast(seed, tf.int64), p]))
+            return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+
+        if repeat:
+            batches = tf.data.Dataset.counter(first_pass).flat_map(order).skip(skip)
+        else:  # one pass, built directly so that Keras knows its length
+            batches = order(tf.constant(0, tf.int64)).skip(first_batch)
+        gather = lambda indices: tf.nest.map_structure(lambda t: tf.gather(t, indices), tensors)  # noqa: E731
+        return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _raise_if_not_finite(array, what: str) -> None:
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataIntegrityError(
+            f"{what} holds {int(bad.sum())} non-finite value(s); the first is {array[index]} at index "
+            f"{list(index)} (example {index[0]}). Expected finite numbers."
+        )
 
 
 class Dataset:
@@ -97,6 +152,11 @@ class Dataset:
 
     def load(self, split: str) -> MultiTaskArrays:
         raise NotImplementedError
+
+    def load_tasks(self, split: str, task_names) -> MultiTaskArrays:
+        """``load(split)`` cut to ``task_names``, checked for non-finite values (what training,
+        evaluation and export read)."""
+        return self.load(split).select(list(task_names)).checked(f"{self.name}/{split}")
 
     def check_split(self, split: str) -> None:
         if split not in self.splits:

@@ -99,12 +99,55 @@ class RunRecorder(keras.callbacks.Callback):
         if not self.writes:
             return
         io.save_model(self.model, self.checkpoint_path)
-        state = {"epochs_done": epoch + 1, "history": self.history}
+        state = {"epochs_done": epoch + 1, "history": self.history, "random_state": random_state(self.model)}
         for key, callback in self.extra_state.items():
             state[key] = callback.checkpoint_state(self.state_path.parent)
         # The state names the checkpoint it belongs to only after that checkpoint is complete.
         io.write_json(self.state_path, state)
         io.write_json(self.run_dir / "history.json", self.history)
+
+
+def _random_state_variables(model) -> list:
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights and v.name == "seed_generator_state"]
+
+
+def random_state(model) -> list[list[int]]:
+    """The states of the model's random generators (dropout's, a weighting's), in model order.
+
+    They are not weights, so a ``.keras`` file does not keep them; a resumed run restores them
+    from ``state.json`` to draw what an uninterrupted run would have drawn.
+    """
+    return [np.asarray(keras.ops.convert_to_numpy(v.value)).tolist() for v in _random_state_variables(model)]
+
+
+def restore_random_state(model, state: Sequence[Sequence[int]]) -> None:
+    """Set the generator states ``random_state`` returned (``ValueError`` if they do not fit)."""
+    variables = _random_state_variables(model)
+    shapes = [list(np.shape(s)) for s in state]
+    if shapes != [list(v.shape) for v in variables]:
+        raise ValueError(f"holds {len(state)} random generator states of shapes {shapes}; the model has "
+                         f"{[list(v.shape) for v in variables]}")
+    for variable, value in zip(variables, state):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run keeps its last finite checkpoint."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training with ``TrainingDiverged`` when an epoch's loss or validation loss is not
+    finite, before any later callback records or checkpoints that epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss") and not np.isfinite(v)}
+        if bad:
+            shown = ", ".join(f"{k} {v}" for k, v in bad.items())
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch + 1} ({shown}); the last finite checkpoint is kept. "
+                "Lower training.learning_rate, or check the data and the task weights."
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import keras
 
@@ -56,11 +57,23 @@ def make_strategy(name: str = "auto"):
         )
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        return _mirrored(tuple(d.name for d in gpus)) if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-    return tf.distribute.MirroredStrategy(devices=devices)
+    return _mirrored(tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU"))))
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored(devices: tuple[str, ...]):
+    """One ``MirroredStrategy`` per device set and process.
+
+    A second instance numbers its all-reduces from the same collective keys as the first, so a
+    model trained after another one of different shapes fails ("Shape mismatch in the collective
+    instance"); one shared instance keeps counting.
+    """
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(devices=list(devices))
 
 
 def _tpu_strategy():

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import shutil
+import tempfile
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -139,13 +143,15 @@ def train(
     """
     run_dir = Path(run_dir)
     config = recipe.training
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
     total_epochs = epochs if epochs is not None else config.epochs
     strategy_name = strategy or config.strategy
     writer = strategy_name != "multi_worker" or multi_worker.is_chief()
     recorder = mtl_callbacks.RunRecorder(run_dir, writes=writer)
+    replaces = False
     if resume:
-        if not recorder.state_path.exists():
-            raise RunDirError(f"Nothing to resume: {str(recorder.state_path)!r} does not exist.")
+        state = read_state(recorder.state_path)
         _check_resumable(recipe, run_dir)
     elif writer and run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -158,13 +164,13 @@ def train(
                 f"Refusing to overwrite {str(run_dir)!r}: it does not look like a run directory "
                 f"(no {RECIPE_FILE})."
             )
-        shutil.rmtree(run_dir)
+        replaces = True  # once the new run is known to start: data and model are checked first
 
     keras.utils.set_random_seed(config.seed)
     dataset = recipe.make_dataset()
     names = [t.name for t in recipe.tasks]
-    train_data = dataset.load("train").select(names)
-    val_data = dataset.load(config.validation_split).select(names)
+    train_data = dataset.load_tasks("train", names)
+    val_data = dataset.load_tasks(config.validation_split, names)
 
     tf_strategy = make_strategy(strategy_name)
     initial_epoch = 0
@@ -173,53 +179,63 @@ def train(
         recorder.extra_state["early_stopping"] = stopper
     with strategy_scope(tf_strategy):
         if resume:
-            state = json.loads(recorder.state_path.read_text())
             initial_epoch = state["epochs_done"]
             recorder.history = state["history"]
-            if stopper is not None:
-                stopper.restore_state(state.get("early_stopping"), recorder.state_path.parent)
             with precision(config.precision):
-                model = keras.saving.load_model(recorder.checkpoint_path)
+                model = load_model(recorder.checkpoint_path)
+            try:
+                if stopper is not None:
+                    stopper.restore_state(state.get("early_stopping"), recorder.state_path.parent)
+                if "random_state" in state:  # older runs lack it; they resume with fresh generators
+                    mtl_callbacks.restore_random_state(model, state["random_state"])
+            except (ValueError, TypeError, KeyError, OSError) as e:
+                raise RunDirError(f"{str(recorder.state_path)!r} does not fit its checkpoint "
+                                  f"{str(recorder.checkpoint_path)!r}: it {e}.") from None
         elif start_from is not None:
             model = start_from
             model.compile(optimizer=make_optimizer(config), weighting=config.weighting)
         else:
             model = build_model(recipe, dataset.input_spec())
-    if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_recipe(recipe, run_dir / RECIPE_FILE)
     # A run that stopped early is finished: resuming it trains no further epoch.
     last_epoch = initial_epoch if stopper is not None and stopper.already_stopped else total_epochs
 
-    # The task means come first so that early stopping, the records and TensorBoard see them.
+    # The guard first, so that nothing records or checkpoints an epoch whose loss is not finite;
+    # the task means next, so that early stopping, the records and TensorBoard see them.
     callbacks = [mtl_callbacks.MeanTaskMetric(names), recorder, mtl_callbacks.TaskProgbar(names)]
     if stopper is not None:
         callbacks.insert(1, stopper)  # before the recorder, which checkpoints its state
     if config.alignment_search is not None:
         # MUiR: one epoch is one generation; the best (by val_loss) is restored when the search ends.
         callbacks.insert(0, AlignmentSearch(**config.alignment_search))
+    callbacks.insert(0, mtl_callbacks.StopOnNonFiniteLoss())
     if writer and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
 
-    started = time.perf_counter()
-    # batch_size is the global batch: each step splits it over all replicas of all workers.
-    train_batches = train_data.to_tf_dataset(config.batch_size, shuffle=config.shuffle, seed=config.seed)
+    # batch_size is the global batch: each step splits it over all replicas of all workers. The
+    # stream of batches is endless and a function of the seed alone, so a resumed run starts
+    # at the very batch an uninterrupted one would be at.
+    steps = config.steps_per_epoch or -(-len(train_data) // config.batch_size)
+    train_batches = train_data.to_tf_dataset(config.batch_size, shuffle=config.shuffle, seed=config.seed,
+                                             repeat=True, first_batch=initial_epoch * steps)
     val_batches = val_data.to_tf_dataset(config.batch_size)
-    if config.steps_per_epoch is not None:
-        train_batches = train_batches.repeat()
     if strategy_name == "multi_worker":
         train_batches, val_batches = multi_worker.shard_by_data(train_batches), multi_worker.shard_by_data(val_batches)
-    with fit_scope(tf_strategy):
-        model.fit(
-            train_batches,
-            steps_per_epoch=config.steps_per_epoch,
-            validation_data=val_batches,
-            epochs=max(last_epoch, initial_epoch),
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the tf.data pipeline shuffles (seeded); Keras cannot shuffle a Dataset
-        )
+    with _replacing(run_dir, recorder.state_path) if replaces else contextlib.nullcontext():
+        if writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            dump_recipe(recipe, run_dir / RECIPE_FILE)
+        started = time.perf_counter()
+        with fit_scope(tf_strategy):
+            model.fit(
+                train_batches,
+                steps_per_epoch=steps,
+                validation_data=val_batches,
+                epochs=max(last_epoch, initial_epoch),
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the stream is shuffled already (seeded, per pass)
+            )
     seconds = time.perf_counter() - started
     if not writer:
         return model
@@ -253,4 +269,69 @@ def load_run(run_dir) -> tuple[Recipe, keras.Model]:
     model_path = run_dir / MODEL_FILE
     if not model_path.exists():
         raise RunDirError(f"{str(run_dir)!r} holds no trained model ({MODEL_FILE}); run `mtlzoo train` first.")
-    return load_recipe(run_dir / RECIPE_FILE), keras.saving.load_model(model_path)
+    return load_recipe(run_dir / RECIPE_FILE), load_model(model_path)
+
+
+def load_model(path) -> keras.Model:
+    """``keras.saving.load_model`` (safe mode: no code in the file runs), with one
+    ``RunDirError`` naming the file when it is damaged or holds what safe mode refuses."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise RunDirError(f"{str(path)!r} is damaged: not a .keras (zip) archive; it may be truncated.")
+    try:
+        return keras.saving.load_model(path)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, EOFError, zipfile.BadZipFile) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        if "safe_mode" in str(e):
+            raise RunDirError(
+                f"{str(path)!r} holds Python code (e.g. a Lambda layer) that safe mode refuses to run; "
+                f"rebuild the model from registered layers. Keras says: {lines[0]}"
+            ) from None
+        raise RunDirError(f"{str(path)!r} is damaged or not an mtlzoo model: {lines[0]}") from None
+
+
+def read_state(path) -> dict[str, Any]:
+    """A checkpoint's ``state.json``, checked, or one ``RunDirError`` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"Nothing to resume: {str(path)!r} does not exist.")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{str(path)!r} is damaged: not readable JSON ({e}); train afresh with --overwrite.") from None
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    checks = (
+        ("epochs_done", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+        ("history", lambda v: isinstance(v, dict) and all(isinstance(x, list) and all(map(number, x))
+                                                           for x in v.values()), "{log key: [numbers]}"),
+        ("random_state", lambda v: isinstance(v, list) and all(isinstance(x, list) for x in v), "a list of lists"),
+        ("early_stopping", lambda v: v is None or isinstance(v, dict), "null or a mapping"),
+    )
+    if not isinstance(state, dict):
+        raise RunDirError(f"{str(path)!r} is damaged: expected a JSON object, got {type(state).__name__}.")
+    for key, check, expected in checks:
+        required = key in ("epochs_done", "history")
+        if (key in state or required) and not check(state.get(key)):
+            raise RunDirError(f"{str(path)!r} is damaged: {key!r} should be {expected}, got {state.get(key)!r:.80}.")
+    return state
+
+
+@contextlib.contextmanager
+def _replacing(run_dir: Path, state_path: Path):
+    """Move the earlier run in ``run_dir`` aside while a new one starts there: it comes back if
+    the new run fails before its first checkpoint, and is deleted once there is one."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.replaced.", dir=run_dir.parent))
+    aside.rmdir()
+    os.replace(run_dir, aside)
+    try:
+        yield
+    except BaseException:
+        if not state_path.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.replace(aside, run_dir)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
