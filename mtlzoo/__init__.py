@@ -9,7 +9,7 @@ from mtlzoo.evaluation import evaluate
 from mtlzoo.export import export_saved_model
 from mtlzoo.models import MultiTaskModel
 from mtlzoo.presets import PresetError, list_pretrained, load, save_preset
-from mtlzoo.registry import create_model, list_models, register_architecture
+from mtlzoo.registry import create_model, list_architectures, list_models, register_architecture
 from mtlzoo.tasks import Task
 from mtlzoo.training.trainer import load_run, train
 
@@ -24,6 +24,7 @@ __all__ = [
     "create_model",
     "evaluate",
     "export_saved_model",
+    "list_architectures",
     "list_models",
     "list_pretrained",
     "load",

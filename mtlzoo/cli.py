@@ -1,6 +1,7 @@
 """The ``mtlzoo`` command: list, train, compare, evaluate, export.
 
-Exit codes: 0 success, 1 a run that failed, 2 bad input (recipe, arguments, run directory).
+Exit codes: 0 success, 1 a run that failed, 2 bad input (recipe, arguments, run directory,
+data, preset, request). Errors are one line on stderr: every ``MtlzooError`` carries its code.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 # Importing anything under mtlzoo runs the package's __init__ (and so Keras) first anyway.
+from mtlzoo.errors import MtlzooError
 from mtlzoo.training.strategies import STRATEGIES
 
 EXIT_FAILED = 1
@@ -70,22 +72,19 @@ def _cmd_compare(args) -> int:
     from mtlzoo.config import load_recipe
 
     recipe = load_recipe(args.config)
-    try:
-        report = compare.compare(
-            recipe,
-            args.out,
-            args.weightings,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            strategy=args.strategy,
-            single_task=args.single_task,
-            baselines=args.baselines,
-            overwrite=args.overwrite,
-            verbose=args.verbose,
-            command=_compare_command(args),
-        )
-    except compare.CompareError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    report = compare.compare(
+        recipe,
+        args.out,
+        args.weightings,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        strategy=args.strategy,
+        single_task=args.single_task,
+        baselines=args.baselines,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
+        command=_compare_command(args),
+    )
     print()
     print(compare.summary_text(report))
     print(f"wrote {Path(args.out) / 'compare.json'}, compare.md and compare.png ({report['wall_seconds']:.0f} s)")
@@ -383,24 +382,15 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from mtlzoo.config import ConfigError
-    from mtlzoo.data.files import DataIntegrityError
-    from mtlzoo.export import ExportError
-    from mtlzoo.presets import PresetError
-    from mtlzoo.training.callbacks import TrainingDiverged
-    from mtlzoo.training.trainer import RunDirError
-    from mtlzoo.tuning import TuningError
-
-    bad_input = (ConfigError, RunDirError, ExportError, PresetError, DataIntegrityError, TuningError,
-                 argparse.ArgumentTypeError, OSError)
     try:
         return args.func(args)
-    except bad_input as e:
+    except (argparse.ArgumentTypeError, OSError) as e:
         print(f"mtlzoo {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except TrainingDiverged as e:
-        print(f"mtlzoo {args.command}: failed: {_one_line(e)}", file=sys.stderr)
-        return EXIT_FAILED
+    except MtlzooError as e:
+        kind = "error" if e.exit_code == EXIT_BAD_INPUT else "failed"
+        print(f"mtlzoo {args.command}: {kind}: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"mtlzoo {args.command}: interrupted", file=sys.stderr)
         return EXIT_FAILED

@@ -41,6 +41,7 @@ import numpy as np
 
 from mtlzoo import evaluation, io
 from mtlzoo.config import Recipe, recipe_from_dict
+from mtlzoo.errors import CompareError
 from mtlzoo.tasks import Task
 
 SETTINGS_FILE = "compare_settings.json"
@@ -49,8 +50,6 @@ SINGLE_TASK_DIR = "single_task"
 SINGLE_TASK_FILE = "single_task.json"
 SINGLE_TASK_WEIGHTING = "unitary"
 
-class CompareError(ValueError):
-    """A comparison that cannot run as asked (checked before anything trains)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import yaml
 from mtlzoo import registry
 from mtlzoo import weighting as weighting_lib
 from mtlzoo.data import base as data_base
+from mtlzoo.errors import ConfigError
 from mtlzoo.tasks import Task
 from mtlzoo.training import callbacks as mtl_callbacks
 from mtlzoo.training.strategies import STRATEGIES
@@ -35,13 +36,6 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-class ConfigError(ValueError):
-    """A recipe that cannot be used, with the file and the key at fault."""
-
-    def __init__(self, source: str, key: str, message: str):
-        self.source, self.key = source, key
-        where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {message}")
 
 
 EARLY_STOPPING_DEFAULTS: Mapping[str, Any] = {

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 from google.protobuf import text_format
 from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
-from mtlzoo.export import ExportError
+from mtlzoo.errors import ServingConfigError
 from mtlzoo.io import atomic_path
 
 VERSION_POLICIES = ("latest", "all", "specific")
@@ -49,8 +49,6 @@ _EXPECTED_LAYOUT = (
 )
 
 
-class ServingConfigError(ExportError):
-    """A TF Serving configuration that is invalid or cannot be built from what is on disk."""
 
 
 # ---------------------------------------------------------------------------------------------

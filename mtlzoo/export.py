@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from mtlzoo.io import atomic_path, rename_exclusive
+from mtlzoo.errors import ExportError
 from mtlzoo.tasks import Task
 
 SERVING_DEFAULT = "serving_default"
@@ -42,8 +43,6 @@ PROBABILITIES, CLASS_IDS = "_probabilities", "_class_ids"
 _KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-class ExportError(ValueError):
-    """A model, input or location that cannot be exported or served as asked."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,15 @@ from mtlzoo import weighting as weighting_lib
 from mtlzoo.tasks import Task, as_tasks
 
 
+class _ShippedPresets:
+    """``MultiTaskModel.presets``: ``{name: model card}`` of the shipped presets, read when asked."""
+
+    def __get__(self, instance, owner) -> dict[str, dict]:
+        from mtlzoo.presets import list_pretrained
+
+        return list_pretrained()
+
+
 @keras.saving.register_keras_serializable(package="mtlzoo")
 class MultiTaskModel(keras.Model):
     """A functional model with one named output per task.
@@ -22,6 +31,8 @@ class MultiTaskModel(keras.Model):
     losses; with the default weights of 1 that is unitary scalarization.
     ``compile(weighting=...)`` picks another way to combine the tasks (``mtlzoo.weighting``).
     """
+
+    presets = _ShippedPresets()
 
     # `*args, **kwargs` (with these names) keep Keras treating the subclass as functional
     # when it serialises and revives it.
@@ -50,6 +61,21 @@ class MultiTaskModel(keras.Model):
                     f"settings needs {task.output_size}."
                 )
         self._mtl_tasks = tasks
+
+    @classmethod
+    def from_preset(cls, preset, *, compile: bool = False, **kwargs) -> "MultiTaskModel":
+        """The model a preset holds (keras-hub's spelling of ``mtlzoo.load``): a shipped name
+        (``MultiTaskModel.presets``), a directory, a gfile path or a ``URL#sha256=...``."""
+        from mtlzoo import presets as preset_files
+
+        return preset_files.load(preset, compile=compile, **kwargs)
+
+    def save_to_preset(self, preset_dir) -> None:
+        """Write this model as a preset directory that ``from_preset`` loads (keras-hub's spelling
+        of ``mtlzoo.presets.save_model_preset``)."""
+        from mtlzoo import presets as preset_files
+
+        preset_files.save_model_preset(self, preset_dir)
 
     @property
     def tasks(self) -> tuple[Task, ...]:

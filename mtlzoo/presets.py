@@ -50,6 +50,7 @@ from typing import Mapping
 import keras
 
 from mtlzoo.data.files import file_digest
+from mtlzoo.errors import PresetError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -57,8 +58,6 @@ METADATA_FILE = "metadata.json"
 BUILTIN_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
-class PresetError(ValueError):
-    """A preset that cannot be found, read or trusted."""
 
 
 GIB = 1 << 30
@@ -172,30 +171,46 @@ def save_preset(run_dir, preset_dir, *, split: str | None = None, baselines: Map
     data = recipe.make_dataset().load_tasks(split, [t.name for t in model.tasks])
     metrics = evaluation.evaluate(model, data)
     run = json.loads((run_dir / "run.json").read_text())
+    return _write_preset(model, preset_dir, {
+        "name": preset_dir.name,
+        "recipe": recipe.to_dict(),
+        "recipe_yaml": (run_dir / "recipe.yaml").read_text(),
+        "dataset": recipe.dataset,
+        "data_options": dict(recipe.data_options),
+        "split": split,
+        "examples": len(data),
+        "metrics": metrics,
+        "mean_metrics": evaluation.mean_over_tasks(metrics),
+        "delta_m": _delta_m(metrics, baselines) if baselines else None,
+        "parameters": int(model.count_params()),
+        "versions": _versions(),
+        "training": {"seconds": run.get("train_seconds"), "epochs": run.get("epochs"),
+                     "backend": run.get("backend"), "strategy": run.get("strategy"),
+                     "machine": run.get("machine"), "cpus": os.cpu_count()},
+    })
+
+
+def save_model_preset(model: keras.Model, preset_dir) -> Path:
+    """Write ``model`` (any Keras model, e.g. one fine-tuned in a notebook) as a preset.
+
+    Its card holds what the model itself knows (parameters, versions, the weights' sha256), not
+    measured metrics or a recipe: ``mtlzoo preset RUN_DIR`` writes those for a trained run.
+    """
+    preset_dir = Path(preset_dir)
+    if preset_dir.exists():
+        raise FileExistsError(f"Preset directory {str(preset_dir)!r} already exists.")
+    return _write_preset(model, preset_dir, {"name": preset_dir.name, "parameters": int(model.count_params()),
+                                             "versions": _versions()})
+
+
+def _write_preset(model: keras.Model, preset_dir: Path, card: dict) -> Path:
+    """Config, weights and ``card`` (with the weights' sha256) into ``preset_dir``, all or nothing."""
     preset_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{preset_dir.name}.", dir=preset_dir.parent))
     try:
         (staging / CONFIG_FILE).write_text(json.dumps(keras.saving.serialize_keras_object(model), indent=1))
         model.save_weights(staging / WEIGHTS_FILE)
-        card = {
-            "name": preset_dir.name,
-            "recipe": recipe.to_dict(),
-            "recipe_yaml": (run_dir / "recipe.yaml").read_text(),
-            "dataset": recipe.dataset,
-            "data_options": dict(recipe.data_options),
-            "split": split,
-            "examples": len(data),
-            "metrics": metrics,
-            "mean_metrics": evaluation.mean_over_tasks(metrics),
-            "delta_m": _delta_m(metrics, baselines) if baselines else None,
-            "parameters": int(model.count_params()),
-            "versions": {"mtlzoo": _mtlzoo_version(), "keras": keras.__version__,
-                         "tensorflow": _tf_version(), "python": platform.python_version()},
-            "training": {"seconds": run.get("train_seconds"), "epochs": run.get("epochs"),
-                         "backend": run.get("backend"), "strategy": run.get("strategy"),
-                         "machine": run.get("machine"), "cpus": os.cpu_count()},
-            "weights_sha256": file_digest(staging / WEIGHTS_FILE),
-        }
+        card = {**card, "weights_sha256": file_digest(staging / WEIGHTS_FILE)}
         (staging / METADATA_FILE).write_text(json.dumps(card, indent=1) + "\n")
         staging.chmod(0o755)  # mkdtemp made it private
         os.replace(staging, preset_dir)
@@ -203,6 +218,11 @@ def save_preset(run_dir, preset_dir, *, split: str | None = None, baselines: Map
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return preset_dir
+
+
+def _versions() -> dict:
+    return {"mtlzoo": _mtlzoo_version(), "keras": keras.__version__, "tensorflow": _tf_version(),
+            "python": platform.python_version()}
 
 
 def _delta_m(metrics, baselines: Mapping) -> dict:

@@ -58,10 +58,13 @@ def register_architecture(name: str, *, description: str | None = None):
     return decorator
 
 
-def list_models(pattern: str | None = None) -> list[str]:
+def list_architectures(pattern: str | None = None) -> list[str]:
     """Registered architecture names, sorted, optionally filtered by a glob ``pattern``."""
     names = sorted(_ARCHITECTURES)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+list_models = list_architectures  # timm's name for the same list
 
 
 def get_architecture(name: str) -> ArchitectureEntry:

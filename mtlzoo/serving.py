@@ -29,6 +29,7 @@ import urllib.request
 from typing import Any, Mapping
 
 import numpy as np
+from mtlzoo.errors import ServingError, ServingInputError
 
 SERVING_DEFAULT = "serving_default"
 
@@ -43,25 +44,8 @@ _DTYPES = {
 STRING = "string"
 
 
-class ServingError(RuntimeError):
-    """TF Serving refused or failed a request, or could not be reached.
-
-    Attributes:
-        message: the server's own error message (REST ``{"error": ...}``, gRPC details), or
-            what went wrong on the way (connection refused, timeout).
-        target: the URL (REST) or ``host:port`` (gRPC) that was asked.
-        status: the HTTP status (REST), else ``None``.
-        code: the gRPC status code name, e.g. ``"NOT_FOUND"`` (gRPC), else ``None``.
-    """
-
-    def __init__(self, message: str, target: str, *, status: int | None = None, code: str | None = None):
-        self.message, self.target, self.status, self.code = message, target, status, code
-        how = f" (HTTP {status})" if status is not None else f" ({code})" if code else ""
-        super().__init__(f"TF Serving at {target}{how}: {message}")
 
 
-class ServingInputError(ValueError):
-    """Inputs that the client refuses to send: they do not fit the signature, or JSON."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,12 +25,11 @@ import dataclasses
 from typing import Any, Mapping
 
 from mtlzoo import registry
+from mtlzoo.errors import TuningError
 
 ALGORITHMS = ("random", "bayesian")
 
 
-class TuningError(ValueError):
-    """A recipe's ``tuning`` section that cannot be searched (checked before any trial runs)."""
 
 
 def _draw(hp, name: str, spec):

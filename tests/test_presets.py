@@ -65,6 +65,23 @@ def test_a_preset_holds_config_weights_and_a_model_card(preset):
         mtlzoo.save_preset(preset.parent / "run", preset)
 
 
+def test_keras_hub_style_preset_api(preset, tmp_path):
+    assert sorted(mtlzoo.MultiTaskModel.presets) == sorted(mtlzoo.list_pretrained())
+    loaded = mtlzoo.MultiTaskModel.from_preset(preset)
+    expected = mtlzoo.load(preset).predict({"features": X}, verbose=0)
+    # A model fine-tuned in a notebook (no run directory) saves to a preset and loads back alike.
+    loaded.save_to_preset(tmp_path / "mine")
+    card = presets.read_card(tmp_path / "mine")
+    assert card["parameters"] == loaded.count_params() and card["versions"]["keras"]
+    again = mtlzoo.MultiTaskModel.from_preset(tmp_path / "mine", compile=True)
+    for task, value in again.predict({"features": X}, verbose=0).items():
+        np.testing.assert_array_equal(value, expected[task])
+    assert again.compiled and [t.name for t in again.tasks] == [t.name for t in loaded.tasks]
+    with pytest.raises(FileExistsError):
+        loaded.save_to_preset(tmp_path / "mine")
+    assert mtlzoo.list_architectures("hard*") == mtlzoo.list_models("hard*") == ["hard_sharing"]
+
+
 def test_corrupt_or_incomplete_presets_are_clear_errors(preset, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

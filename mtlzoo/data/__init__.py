@@ -1,10 +1,12 @@
 """Benchmark datasets: plain readers, in-process generators and TFDS builders.
 
-Importing this package registers every dataset with mtlzoo (``load_dataset(name)``) and its
-TFDS builder with tensorflow-datasets (``tfds.load(name)``, offline).
+Importing this package registers every dataset with mtlzoo (``load_dataset(name)``). The TFDS
+builders register with tensorflow-datasets when ``mtlzoo.data.tfds_builders`` is imported
+(then ``tfds.load(name)`` works offline); ``import mtlzoo`` leaves tensorflow-datasets alone:
+training, evaluation and export never need it.
 """
 
-from mtlzoo.data import dna_motif, kang, multi_mnist, school, tfds_builders  # noqa: F401  (registration)
+from mtlzoo.data import dna_motif, kang, multi_mnist, school  # noqa: F401  (registration)
 from mtlzoo.data.base import (
     DATA_DIR_ENV,
     Dataset,

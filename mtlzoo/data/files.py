@@ -14,24 +14,14 @@ import os
 import re
 import zlib
 
+from mtlzoo.errors import DataIntegrityError
+
 CHUNK_SIZE = 1 << 20
 
 _LINE = re.compile(r"^(?P<digest>[0-9A-Fa-f]+) [ *](?P<name>.+)$")
 _SUMS_ALGORITHMS = {"SHA256SUMS": "sha256", "SHA1SUMS": "sha1", "SHA512SUMS": "sha512", "MD5SUMS": "md5"}
 
 
-class DataIntegrityError(ValueError):
-    """A data or checksum file is malformed, or a file's digest is not the expected one.
-
-    Attributes ``path``, ``expected`` and ``actual`` are set for digest mismatches.
-    """
-
-    def __init__(self, message: str, *, path: str | None = None, expected: str | None = None,
-                 actual: str | None = None):
-        super().__init__(message)
-        self.path = path
-        self.expected = expected
-        self.actual = actual
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", *, gunzip: bool = False,

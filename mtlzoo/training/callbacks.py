@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from mtlzoo import evaluation, io
+from mtlzoo.errors import TrainingDiverged
 
 DEFAULT_MONITOR = "mean_val_loss"
 MONITOR_MODES = ("auto", "min", "max")
@@ -132,8 +133,6 @@ def restore_random_state(model, state: Sequence[Sequence[int]]) -> None:
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run keeps its last finite checkpoint."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

@@ -30,6 +30,7 @@ import keras
 
 from mtlzoo import io, registry
 from mtlzoo.config import Recipe, TrainingConfig, dump_recipe, load_recipe, weighting_name
+from mtlzoo.errors import RunDirError
 from mtlzoo.muir import AlignmentSearch
 from mtlzoo.training import callbacks as mtl_callbacks
 from mtlzoo.training import multi_worker
@@ -39,8 +40,6 @@ RECIPE_FILE = "recipe.yaml"
 MODEL_FILE = "model.keras"
 
 
-class RunDirError(ValueError):
-    """A run directory that cannot be used as asked."""
 
 
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
