@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 # Importing anything under mtlzoo runs the package's __init__ (and so Keras) first anyway.
-from mtlzoo.errors import MtlzooError
+from mtlzoo.errors import MtlzooError, one_line
 from mtlzoo.training.strategies import STRATEGIES
 
 EXIT_FAILED = 1
@@ -376,20 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (argparse.ArgumentTypeError, OSError) as e:
-        print(f"mtlzoo {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"mtlzoo {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MtlzooError as e:
         kind = "error" if e.exit_code == EXIT_BAD_INPUT else "failed"
-        print(f"mtlzoo {args.command}: {kind}: {_one_line(e)}", file=sys.stderr)
+        print(f"mtlzoo {args.command}: {kind}: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"mtlzoo {args.command}: interrupted", file=sys.stderr)

@@ -18,6 +18,11 @@ class MtlzooError(Exception):
     exit_code = 2
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (tarfile's and Keras's span several), as the CLI prints it."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 class ConfigError(MtlzooError, ValueError):
     """A recipe that cannot be used, with the file and the key at fault."""
 

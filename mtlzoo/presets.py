@@ -50,7 +50,7 @@ from typing import Mapping
 import keras
 
 from mtlzoo.data.files import file_digest
-from mtlzoo.errors import PresetError
+from mtlzoo.errors import PresetError, one_line
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -360,7 +360,7 @@ def _download(address: str, archive: Path, limits: DownloadLimits) -> None:
         raise
     except (OSError, ValueError, http.client.HTTPException) as e:
         if not watchdog.expired:
-            raise PresetError(f"Cannot download the preset {address!r}: {_one_line(e)}") from None
+            raise PresetError(f"Cannot download the preset {address!r}: {one_line(e)}") from None
     if watchdog.expired:
         raise PresetError(f"The download of {address!r} did not finish within {limits.hint('timeout')}.")
     if declared is not None and received < declared:
@@ -487,17 +487,13 @@ def _unpack(archive: Path, destination: Path, address: str, limits: DownloadLimi
     except PresetError:
         raise
     except tarfile.FilterError as e:
-        raise PresetError(f"The archive at {address!r} is unsafe to unpack: {_one_line(e)}.") from None
+        raise PresetError(f"The archive at {address!r} is unsafe to unpack: {one_line(e)}.") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         if not opened and isinstance(e, tarfile.ReadError):  # its message lists every compression tried
             raise PresetError(f"The file at {address!r} is not a .tar.gz archive, which a preset URL must "
                               "name.") from None
         raise PresetError(f"Cannot unpack the archive at {address!r}; a preset URL must name a .tar.gz: "
-                          f"{type(e).__name__}: {_one_line(e)}") from None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())  # the CLI prints errors as one line; tarfile's span several
+                          f"{type(e).__name__}: {one_line(e)}") from None
 
 
 def _kind(member: tarfile.TarInfo) -> str:

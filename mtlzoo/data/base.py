@@ -86,8 +86,8 @@ class MultiTaskArrays:
             target = np.asarray(target)
             if target.dtype.kind in "fc" and not np.isfinite(target).all():
                 labelled = (np.asarray(self.weights[name]) != 0).reshape((-1,) + (1,) * (target.ndim - 1))
-                _raise_if_not_finite(np.where(labelled, target, 0), f"{where}target {name!r}")
                 target = np.where(labelled, target, 0).astype(target.dtype)
+                _raise_if_not_finite(target, f"{where}target {name!r}")
             targets[name] = target
         return MultiTaskArrays(dict(self.inputs), targets, dict(self.weights))
 
