@@ -54,7 +54,8 @@ def recipe_dict(architecture: str, dataset: str, seed: int, epochs: int, max_exa
 
 def train_and_score(raw: dict, workdir: Path, test_data) -> dict:
     recipe = mtlzoo.recipe_from_dict(raw, source=f"bench:{raw['name']}")
-    run_dir = workdir / f"{raw['name']}-{raw['data']['name']}-{raw['data']['seed']}-{'-'.join(raw['tasks']) if isinstance(raw['tasks'], list) else 'all'}"
+    tasks = '-'.join(raw['tasks']) if isinstance(raw['tasks'], list) else 'all'
+    run_dir = workdir / f"{raw['name']}-{raw['data']['name']}-{raw['data']['seed']}-{tasks}"
     model = mtlzoo.train(recipe, run_dir, overwrite=True, verbose=0)
     run = json.loads((run_dir / "run.json").read_text())
     scores = mtlzoo.evaluate(model, test_data.select([t.name for t in recipe.tasks]))

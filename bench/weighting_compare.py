@@ -131,7 +131,8 @@ def write_summary() -> None:
         "",
         "Every registered weighting method (except `static`, which needs weights) trained with 3 seeds on "
         "two benchmarks, with single-task baselines for Δm, and four of them on all 139 School tasks, by "
-        "`python bench/weighting_compare.py [--benchmarks school139]` on 2 shared CPU cores. Each benchmark's full tables (summary, per task) are in "
+        "`python bench/weighting_compare.py [--benchmarks school139]` on 2 shared CPU cores. "
+        "Each benchmark's full tables (summary, per task) are in "
         "`bench/results/compare_<benchmark>.md`, every number in `.json`, the plot in `.png`.",
         "",
         "A method is marked *better* (*worse*) than unitary when its mean Δm beats (trails) unitary's by more "

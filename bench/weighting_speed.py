@@ -12,9 +12,9 @@ shared machine hits them alike. Each turn is
 one ``fit`` of ``--warm-steps + --steps`` steps; a callback times each of the last ``--steps``
 steps (wall clock between consecutive step ends; every step is synchronised). The report
 gives each method's median step time over all timed steps of all rounds (robust to bursts of
-load from other processes) and its ratio to unitary's median. For every gradient method the solver alone (``gradient_weights`` on a random
-(T, T) Gram matrix, compiled) is timed too, to tell the cost of the per-task gradients from
-that of the method.
+load from other processes) and its ratio to unitary's median. For every gradient method the
+solver alone (``gradient_weights`` on a random (T, T) Gram matrix, compiled) is timed too, to
+tell the cost of the per-task gradients from that of the method.
 
 Memory (``--memory``; ``auto``: ``tf`` on TensorFlow, ``device`` on a JAX accelerator, ``process`` on
 JAX on the CPU):
@@ -376,7 +376,8 @@ def markdown(report: dict) -> str:
         f"Hard-sharing MLP ({INPUT_DIM} inputs, shared {'-'.join(map(str, SHARED_UNITS))} trunk, a linear regression "
         f"head per task), batch {cfg['batch_size']}, Adam, `model.fit` on synthetic data; {report['backend']} backend on "
         f"{report['device']}, {report['machine']['cpus']} CPU cores. Parameters: {params}. "
-        f"Median time of a step over {cfg['rounds']} interleaved rounds (methods in a fresh order each round) of {cfg['steps']} individually timed steps "
+        f"Median time of a step over {cfg['rounds']} interleaved rounds (methods in a fresh order each round) "
+        f"of {cfg['steps']} individually timed steps "
         f"(after {cfg['warm_steps']} untimed ones per turn); ratio to unitary's median, ms per step in brackets. "
         f"Reproduce: `{report['command']}`.",
         "",

@@ -3,6 +3,11 @@
 Importing ``mtlzoo`` registers every architecture, layer and dataset.
 """
 
+from mtlzoo.training.native_log import quiet_startup_log
+
+with quiet_startup_log():  # TensorFlow's C++ start-up notices (set TF_CPP_MIN_LOG_LEVEL to see them)
+    import keras  # noqa: F401  (the import that loads TensorFlow)
+
 from mtlzoo import architectures, data, finetune, layers, muir, regularizers  # noqa: F401  (registration)
 from mtlzoo.config import ConfigError, Recipe, load_recipe, recipe_from_dict
 from mtlzoo.evaluation import evaluate

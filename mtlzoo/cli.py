@@ -13,6 +13,7 @@ from pathlib import Path
 
 # Importing anything under mtlzoo runs the package's __init__ (and so Keras) first anyway.
 from mtlzoo.errors import MtlzooError, one_line
+from mtlzoo.training.native_log import quiet_startup_log
 from mtlzoo.training.strategies import STRATEGIES
 
 EXIT_FAILED = 1
@@ -379,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with quiet_startup_log():  # the first op prints more of them (cuInit on a machine without a GPU)
+            return args.func(args)
     except (argparse.ArgumentTypeError, OSError) as e:
         print(f"mtlzoo {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT

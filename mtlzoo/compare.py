@@ -584,7 +584,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines += ["", f"vs unitary: better (worse) when the mean {'Δm' if versus == 'delta_m' else versus[5:]} beats "
                   "(trails) unitary's by more than the larger of the two standard deviations; else tie."]
     lines += ["", "## Summary", "", summary_table(report), "", "## Per task", "",
-              f"The main metric of each task, mean ± std over seeds.", "", per_task_table(report), ""]
+              "The main metric of each task, mean ± std over seeds.", "", per_task_table(report), ""]
     return "\n".join(lines)
 
 
@@ -658,4 +658,5 @@ def write_results(out_dir: Path, report: Mapping[str, Any]) -> None:
 def summary_text(report: Mapping[str, Any]) -> str:
     """The summary table as printed at the end of ``mtlzoo compare``."""
     note = "" if report["single_task"] is not None else "\n(Δm omitted: no single-task baselines)"
-    return f"{report['recipe']}: {_plural(len(report['seeds']), 'seed')}, {_plural(report['epochs'], 'epoch')}\n{summary_table(report)}{note}"
+    title = f"{report['recipe']}: {_plural(len(report['seeds']), 'seed')}, {_plural(report['epochs'], 'epoch')}"
+    return f"{title}\n{summary_table(report)}{note}"

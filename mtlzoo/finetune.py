@@ -7,7 +7,7 @@ and ``fit`` as usual; the result saves, reloads and exports like any zoo model::
     model = mtlzoo.load("multimnist_hard_sharing")
     model = mtlzoo.finetune.retask(model, add=[mtlzoo.Task("sum", "classification", num_classes=19)],
                                    drop=["left", "right"])
-    mtlzoo.finetune.freeze(model, "shared_*")
+    mtlzoo.finetune.freeze(model)  # the shared trunk; or name layers by glob, e.g. "shared_*"
     model.compile(optimizer="adam"); model.fit(...)
 """
 
@@ -23,15 +23,14 @@ from mtlzoo.models import MultiTaskModel
 from mtlzoo.tasks import Task, as_tasks
 
 
-def trunk_layer(model: keras.Model) -> str:
-    """The last layer of the shared trunk: the last one named ``shared_*`` (hard sharing)."""
-    shared = [layer.name for layer in model.layers if layer.name.startswith("shared_")]
-    if not shared:
+def trunk_layer(model: MultiTaskModel) -> str:
+    """The layer whose output is the model's declared shared representation (hard sharing)."""
+    if model.shared_layer is None:
         raise ValueError(
-            f"Model {model.name!r} has no shared trunk (layers named 'shared_*'); pass from_layer= naming the "
+            f"Model {model.name!r} declares no shared representation; pass from_layer= naming the "
             f"layer whose output new heads should read. Its layers: {[l.name for l in model.layers]}."
         )
-    return shared[-1]
+    return model.shared_layer
 
 
 def retask(
@@ -84,21 +83,28 @@ def retask(
         tasks.append(task)
     if not tasks:
         raise ValueError("retask would leave the model without tasks.")
-    return MultiTaskModel(inputs=model.input, outputs=outputs, tasks=tasks, name=model.name)
+    return MultiTaskModel(inputs=model.input, outputs=outputs, tasks=tasks, shared=layer_name, name=model.name)
 
 
 def _set_trainable(model: keras.Model, patterns, trainable: bool) -> list[str]:
-    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-    changed = [l for l in model.layers if l.weights and any(fnmatch.fnmatch(l.name, p) for p in patterns)]
-    if not changed:
-        raise ValueError(f"No layer with weights matches {patterns}; the layers: {[l.name for l in model.layers]}.")
+    if patterns is None:  # the declared shared trunk
+        trunk = {layer.name for layer in model.trunk_layers} if isinstance(model, MultiTaskModel) else set()
+        if not trunk:
+            raise ValueError(f"Model {model.name!r} declares no shared trunk; name the layers to change by pattern.")
+        changed = [l for l in model.layers if l.weights and l.name in trunk]
+    else:
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        changed = [l for l in model.layers if l.weights and any(fnmatch.fnmatch(l.name, p) for p in patterns)]
+        if not changed:
+            raise ValueError(f"No layer with weights matches {patterns}; the layers: {[l.name for l in model.layers]}.")
     for layer in changed:
         layer.trainable = trainable
     return [layer.name for layer in changed]
 
 
-def freeze(model: keras.Model, patterns="shared_*") -> list[str]:
-    """Stop training the layers whose names match the glob ``patterns``; returns their names.
+def freeze(model: keras.Model, patterns=None) -> list[str]:
+    """Stop training the layers whose names match the glob ``patterns`` (default: the layers of
+    the declared shared trunk); returns their names.
 
     Compile (again) afterwards: Keras fixes the trainable set when it compiles.
     """

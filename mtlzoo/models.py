@@ -9,6 +9,7 @@ from keras import ops
 
 from mtlzoo import weighting as weighting_lib
 from mtlzoo.tasks import Task, as_tasks
+from mtlzoo.training import compat, weighted_step
 
 
 class _ShippedPresets:
@@ -34,14 +35,42 @@ class MultiTaskModel(keras.Model):
 
     presets = _ShippedPresets()
 
-    # `*args, **kwargs` (with these names) keep Keras treating the subclass as functional
-    # when it serialises and revives it.
-    def __init__(self, *args, tasks: Sequence[Task | dict] | None = None, **kwargs):
+    # `*args, **kwargs` (with these names) keep Keras treating the subclass as functional.
+    def __init__(self, *args, tasks: Sequence[Task | dict] | None = None, shared=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._mtl_tasks: tuple[Task, ...] = ()
         self._mtl_plan = None
+        self._mtl_losses: dict[str, tuple[keras.losses.Loss, float | None]] = {}
+        self.shared_layer: str | None = self._shared_layer_name(shared)
         if tasks is not None:
             self._set_tasks(tasks)
+
+    def _shared_layer_name(self, shared) -> str | None:
+        """The name of the layer whose output is ``shared`` (a tensor of this graph or a name)."""
+        if shared is None or isinstance(shared, str):
+            if shared is not None:
+                self.get_layer(shared)  # a clear ValueError for a name this model lacks
+            return shared
+        for layer in self.layers:
+            try:
+                if layer.output is shared:
+                    return layer.name
+            except (AttributeError, ValueError):  # layers called more than once have no single output
+                continue
+        raise ValueError("shared= must be a layer name or the output tensor of one layer of this model.")
+
+    @property
+    def shared_representation(self):
+        """The tensor every task head reads (declared by the architecture), or None."""
+        return None if self.shared_layer is None else self.get_layer(self.shared_layer).output
+
+    @property
+    def trunk_layers(self) -> list:
+        """The layers between the inputs and the shared representation, in order (empty: none declared)."""
+        if self.shared_layer is None:
+            return []
+        return [l for l in keras.Model(self.inputs, self.shared_representation).layers
+                if not isinstance(l, keras.layers.InputLayer)]
 
     def _set_tasks(self, tasks) -> None:
         tasks = as_tasks(tasks)
@@ -88,15 +117,18 @@ class MultiTaskModel(keras.Model):
                 return task
         raise KeyError(f"No task {name!r}; this model has {[t.name for t in self._mtl_tasks]}.")
 
-    def compile(self, optimizer="adam", loss=None, loss_weights=None, metrics=None, weighting=None, **kwargs):
+    def compile(self, optimizer="adam", loss="auto", loss_weights=None, metrics="auto", weighting=None, **kwargs):
         """``keras.Model.compile`` with each task's default loss, weight and metrics.
 
+        ``"auto"`` (as in keras-hub; ``None`` means the same) gives every task its defaults.
         Anything passed explicitly wins; per-task dicts may name a subset of tasks, the rest
         keep their defaults. The default metrics are compiled as ``weighted_metrics``.
         ``weighting`` combines the task losses: a name from ``mtlzoo.weighting.list_weightings()``,
         ``{"name": ..., **options}``, a list (a chain) or a ``Weighting``; the default is the
         plain sum (unitary scalarization).
         """
+        loss = None if isinstance(loss, str) and loss == "auto" else loss
+        metrics = None if isinstance(metrics, str) and metrics == "auto" else metrics
         loss = self._per_task(loss, lambda t: t.make_loss(), "loss")
         loss_weights = self._per_task(loss_weights, lambda t: float(t.weight), "loss_weights")
         if metrics is None and kwargs.get("weighted_metrics") is None:
@@ -106,15 +138,24 @@ class MultiTaskModel(keras.Model):
         elif isinstance(metrics, dict):
             metrics = self._per_task(metrics, lambda t: t.make_metrics(), "metrics")
         method = weighting_lib.get(weighting)
+        if isinstance(loss, dict):
+            # Resolved once, so that Keras's compiled loss and the weighted steps (which need
+            # each task's loss on its own) call the very same loss objects.
+            loss = {name: _as_loss(value) for name, value in loss.items()}
         super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
         if method.uses_gradients and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             raise ValueError(
                 f"Weighting {method.method_name!r} combines gradients, which loss scaling would "
                 "distort; use precision 'mixed_bfloat16' or 'float32' with it."
             )
+        self._mtl_losses = {
+            t.name: (loss[t.name] if isinstance(loss, dict) else _as_loss(loss),
+                     loss_weights.get(t.name) if isinstance(loss_weights, dict) else loss_weights)
+            for t in self._mtl_tasks
+        }
         previous = getattr(self, "weighting", None)
         if previous is not None and previous is not method:
-            self._tracker.untrack(previous)
+            compat.untrack(self, previous)
         # An attribute, so the method's variables train, distribute and save with the model.
         self.weighting = method.bind([t.name for t in self._mtl_tasks])
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
@@ -122,7 +163,18 @@ class MultiTaskModel(keras.Model):
             # Weight decay is for the model; it would bias uncertainty's log-variances.
             optimizer.exclude_from_weight_decay(var_list=method.trainable_variables)
         # Worked out now, so that a model the method cannot work with fails at compile().
-        self._mtl_plan = weighting_plan(self, method.gradients == "features") if method.uses_gradients else None
+        self._mtl_plan = gradient_plan(self, method.gradients == "features") if method.uses_gradients else None
+
+    @property
+    def gradient_plan(self) -> "weighted_step.Plan | None":
+        """How the compiled gradient weighting reaches the shared variables (None for loss methods)."""
+        return self._mtl_plan
+
+    def task_loss_functions(self) -> dict[str, tuple[keras.losses.Loss, float | None]]:
+        """``{task: (compiled loss, static weight)}`` in task order, as ``compile`` resolved them."""
+        if not self._mtl_losses:
+            raise RuntimeError("Compile the model first.")
+        return dict(self._mtl_losses)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -147,42 +199,13 @@ class MultiTaskModel(keras.Model):
         # Validation and evaluation always report the plain sum, comparable across methods.
         if not training or self._unitary():
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        terms, extra, _, _ = self._weighted_task_losses(y, y_pred, sample_weight)
+        terms, extra, _, _ = weighted_step.weighted_task_losses(self, y, y_pred, sample_weight, self.losses)
         return ops.sum(ops.stack(terms)) + extra
-
-    def _weighted_task_losses(self, y, y_pred, sample_weight):
-        """``(weighted loss of each task, other loss terms, observed per-task loss values,
-        the tasks present in the global batch)``.
-
-        The weighted losses are a list of scalars, not one stacked tensor, so that the gradient
-        of one task's term reaches back through that task's head only.
-        """
-        from mtlzoo.training import weighted_step
-
-        losses = weighted_step.task_losses(self, y, y_pred, sample_weight)
-        # One all-reduce for the loss values and the label counts of the global batch.
-        observed, counts = ops.unstack(weighted_step.sum_over_replicas(ops.stack(
-            [ops.stop_gradient(ops.stack(losses)), weighted_step.labelled_counts(self, sample_weight)])))
-        present = ops.cast(counts > 0, "float32")
-        weights, penalty = self.weighting.loss_weights(observed, present)
-        extra = ops.zeros((), "float32")
-        for loss in self.losses:
-            extra = extra + ops.cast(self._aggregate_additional_loss(loss), "float32")
-        if penalty is not None:
-            extra = extra + weighted_step.share_for_replicas(penalty)
-        return [w * loss for w, loss in zip(ops.unstack(weights), losses)], extra, observed, present
 
     def train_step(self, *args):
         if self._unitary() or not self.weighting.uses_gradients:
             return super().train_step(*args)
-        from mtlzoo.training import weighted_step
-
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            return weighted_step.tf_train_step(self, *args)
-        if backend == "jax":
-            return weighted_step.jax_train_step(self, *args)
-        raise NotImplementedError(f"Gradient weighting methods run on TensorFlow and JAX, not {backend!r}.")
+        return weighted_step.train_step(self, *args)
 
     def fit(self, *args, callbacks=None, **kwargs):
         if not self._unitary():
@@ -207,83 +230,67 @@ class MultiTaskModel(keras.Model):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config["tasks"] = [t.get_config() for t in self._mtl_tasks]
+        config["shared_layer"] = self.shared_layer
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         tasks = config.pop("tasks", None)
-        model = super().from_config(config, custom_objects=custom_objects)
-        if tasks is not None:
-            model._set_tasks(tasks)
-        return model
+        if "shared_layer" in config:
+            shared = config.pop("shared_layer")
+        else:  # written before models recorded it: the naming every zoo trunk used
+            shared = _legacy_shared_layer(config)
+        graph = keras.Model.from_config(config, custom_objects=custom_objects)
+        return cls(inputs=graph.input, outputs=graph.output, tasks=tasks, shared=shared, name=graph.name)
+
+
+def _as_loss(identifier) -> keras.losses.Loss:
+    """A ``keras.losses.Loss`` for a compile(loss=...) entry (a function gets Keras's wrapper)."""
+    loss = keras.losses.get(identifier)
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    name = identifier if isinstance(identifier, str) else getattr(loss, "__name__", None)
+    return keras.losses.LossFunctionWrapper(loss, name=name)
+
+
+def _legacy_shared_layer(config) -> str | None:
+    """The shared representation of a file written without ``shared_layer``: the last layer of a
+    hard-sharing trunk (``shared_dense_*`` or ``shared_dropout_*``), if any."""
+    names = [layer["config"]["name"] for layer in config.get("layers", [])]
+    trunk = [n for n in names if n.startswith(("shared_dense_", "shared_dropout_", "shared_flatten"))]
+    return trunk[-1] if trunk else None
 
 
 # ---------------------------------------------------------------------------------------------
-# Which variables and tensors the tasks share, read from the functional graph.
-
-
-def _upstream(tensor, stop: int | None = None) -> dict[int, Any]:
-    """The KerasTensors ``tensor`` is computed from (itself included), nearest first, not
-    walking past the tensor whose id is ``stop``."""
-    seen: dict[int, Any] = {}
-    queue = [tensor]
-    while queue:
-        t = queue.pop(0)
-        if id(t) in seen:
-            continue
-        seen[id(t)] = t
-        if id(t) == stop:
-            continue
-        operation, node_index, _ = t._keras_history
-        queue.extend(operation._inbound_nodes[node_index].input_tensors)
-    return seen
+# Which variables the tasks share, and where a gradient method differentiates.
 
 
 def shared_variables(model: keras.Model) -> list[bool]:
     """For each of ``model.trainable_variables``: does it feed more than one output?"""
     uses: dict[int, int] = {}
-    for output in model.outputs:
-        found = set()
-        for t in _upstream(output).values():
-            for v in getattr(t._keras_history[0], "trainable_variables", []):
-                found.add(id(v))
-        for i in found:
-            uses[i] = uses.get(i, 0) + 1
+    for output in keras.tree.flatten(model.output):
+        for v in keras.Model(model.inputs, output).trainable_variables:
+            uses[id(v)] = uses.get(id(v), 0) + 1
     return [uses.get(id(v), 0) > 1 for v in model.trainable_variables]
 
 
-def shared_representation(model: keras.Model):
-    """The tensor nearest the outputs through which every output depends on the inputs."""
-    inputs = {id(t) for t in model.inputs}
-    upstream = [_upstream(o) for o in model.outputs]
-    for key, tensor in upstream[0].items():
-        if key in inputs or not all(key in u for u in upstream[1:]):
-            continue
-        if all(not (inputs & set(_upstream(o, stop=key))) for o in model.outputs):
-            return tensor
-    raise ValueError(
-        "gradients='features' needs one shared representation that every task output is "
-        "computed from (as in hard sharing); this model has none. Use gradients='parameters'."
-    )
-
-
-def weighting_plan(model: keras.Model, features: bool):
-    """The variables a gradient method works with, and the model split at its shared
+def gradient_plan(model: MultiTaskModel, features: bool) -> weighted_step.Plan:
+    """The variables a gradient method works with, and the model split at its declared shared
     representation where it has one: needed for ``features``, and used for the parameter
     gradients when every shared variable sits before the representation (hard sharing)."""
-    from mtlzoo.training.weighted_step import Plan
-
     flags = shared_variables(model)
-    plan = Plan(shared=[i for i, f in enumerate(flags) if f], others=[i for i, f in enumerate(flags) if not f],
-                features=features)
+    plan = weighted_step.Plan(shared=[i for i, f in enumerate(flags) if f],
+                              others=[i for i, f in enumerate(flags) if not f], features=features)
     if not plan.shared:
         raise ValueError("No trainable variable is shared by two tasks, so there is nothing to combine.")
-    try:
-        representation = shared_representation(model)
-    except ValueError:
+    representation = model.shared_representation
+    if representation is None:
         if features:
-            raise
+            raise ValueError(
+                "gradients='features' needs one shared representation that every task head reads "
+                f"(as in hard sharing); model {model.name!r} declares none. Use gradients='parameters'."
+            )
         return plan
     trunk = keras.Model(model.inputs, representation, name="trunk")
     in_trunk = {id(v) for v in trunk.trainable_variables}

@@ -385,7 +385,7 @@ class _Watchdog:
     def __init__(self, seconds: float):
         self._end = time.monotonic() + seconds
         self._fired = threading.Event()
-        self._lock = threading.Lock()
+        self._mutex = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._timer = threading.Timer(min(seconds, threading.TIMEOUT_MAX), self._fire)
         self._timer.daemon = True
@@ -402,14 +402,14 @@ class _Watchdog:
         return self._fired.is_set() or time.monotonic() >= self._end
 
     def watch(self, sock: socket.socket) -> None:
-        with self._lock:
+        with self._mutex:
             self._sockets.append(sock)
             fired = self._fired.is_set()
         if fired:
             _shutdown(sock)
 
     def _fire(self) -> None:
-        with self._lock:
+        with self._mutex:
             self._fired.set()
             sockets = list(self._sockets)
         for sock in sockets:

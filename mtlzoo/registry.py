@@ -1,7 +1,9 @@
 """The architecture registry: ``register_architecture``, ``create_model``, ``list_models``.
 
-A builder is a function ``builder(inputs, tasks, **params) -> {task_name: tensor}`` that wires
-Keras layers from named ``keras.Input`` tensors to one output per task.  ``create_model``
+A builder is a function ``builder(inputs, tasks, **params)`` that wires Keras layers from named
+``keras.Input`` tensors to one output per task and returns ``{task_name: tensor}``, or
+``Heads(outputs, shared=tensor)`` to declare the shared representation every head reads
+(fine-tuning, ``gradients: features`` and cross-stitch ``init_from`` use it).  ``create_model``
 makes the inputs, checks the parameters against the builder's signature, and wraps the graph
 in a ``MultiTaskModel``, so builders contain only what makes their architecture different.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import inspect
+import typing
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
@@ -18,7 +21,15 @@ import keras
 from mtlzoo.models import MultiTaskModel
 from mtlzoo.tasks import Task, as_tasks
 
-Builder = Callable[..., Mapping[str, Any]]
+Builder = Callable[..., Any]
+
+
+class Heads(typing.NamedTuple):
+    """What a builder returns when its tasks share one representation: ``{task: output}`` and
+    the tensor every task head reads (the end of the shared trunk)."""
+
+    outputs: Mapping[str, Any]
+    shared: Any = None
 _RESERVED_PARAMS = ("inputs", "tasks")
 
 
@@ -160,7 +171,8 @@ def create_model(
     check_params(name, params)
     tasks = as_tasks(tasks)
     input_tensors, features = make_inputs(inputs)
-    outputs = entry.builder(inputs=features, tasks=tasks, **params)
+    built = entry.builder(inputs=features, tasks=tasks, **params)
+    outputs, shared = built if isinstance(built, Heads) else (built, None)
     if not isinstance(outputs, Mapping) or sorted(outputs) != sorted(t.name for t in tasks):
         raise TypeError(
             f"Architecture {name!r} must return a dict keyed by the task names "
@@ -168,4 +180,4 @@ def create_model(
             f"{sorted(outputs) if isinstance(outputs, Mapping) else ''}."
         )
     ordered = {t.name: outputs[t.name] for t in tasks}
-    return MultiTaskModel(inputs=input_tensors, outputs=ordered, tasks=tasks, name=name)
+    return MultiTaskModel(inputs=input_tensors, outputs=ordered, tasks=tasks, shared=shared, name=name)

@@ -123,9 +123,10 @@ def test_columns_start_from_trained_single_task_models(tmp_path):
 
 def test_init_from_a_mismatched_model_names_the_layer_and_shapes(tmp_path):
     paths, _ = _single_task_models(tmp_path, filters=[4, 8], shared_units=[8])
-    with pytest.raises(ValueError, match=r"'shared_conv_1' has weights of shape \(3, 3, 4, 8\); the column expects \(3, 3, 4, 16\)"):
+    expected = r"'shared_conv_1' has weights of shape \(3, 3, 4, 8\); the column expects \(3, 3, 4, 16\)"
+    with pytest.raises(ValueError, match=expected):
         mtlzoo.create_model("cross_stitch", TASKS, IMAGE, filters=[4, 16], units=[8], init_from={"a": str(paths["a"])})
-    with pytest.raises(ValueError, match="has no layer 'shared_conv_2'"):
+    with pytest.raises(ValueError, match=r"shared trunk of 3 layers with weights .*; a column has 4"):
         mtlzoo.create_model("cross_stitch", TASKS, IMAGE, filters=[4, 8, 8], units=[8], init_from={"a": str(paths["a"])})
     with pytest.raises(FileNotFoundError, match="init_from\\['a'\\] = 'missing.keras' does not exist"):
         mtlzoo.create_model("cross_stitch", TASKS, IMAGE, init_from={"a": "missing.keras"})

@@ -24,6 +24,7 @@ def test_retask_adds_drops_replaces_and_freeze_keeps_the_trunk(tmp_path):
     np.testing.assert_array_equal(after["a"], before["a"])  # the kept head is the same layer
     assert not np.allclose(after["c"], before["c"])  # the replaced head is fresh
     assert after["d"].shape == (16, 2)
+    assert finetune.freeze(tuned) == ["shared_dense_0", "shared_dense_1"]  # the declared trunk
     assert finetune.freeze(tuned, "shared_*") == ["shared_dense_0", "shared_dense_1"]
     trunk = [w.numpy().copy() for w in tuned.get_layer("shared_dense_0").weights]
     tuned.compile(optimizer=keras.optimizers.Adam(0.01))
@@ -36,6 +37,10 @@ def test_retask_adds_drops_replaces_and_freeze_keeps_the_trunk(tmp_path):
     tuned.save(tmp_path / "tuned.keras")
     reloaded = keras.saving.load_model(tmp_path / "tuned.keras")
     np.testing.assert_allclose(reloaded.predict(x, verbose=0)["d"], tuned.predict(x, verbose=0)["d"], atol=1e-6)
+    assert reloaded.shared_layer == "shared_dense_1"
+    # A file written before models recorded their trunk: the hard-sharing names tell it.
+    legacy = {k: v for k, v in tuned.get_config().items() if k != "shared_layer"}
+    assert mtlzoo.MultiTaskModel.from_config(legacy).shared_layer == "shared_dense_1"
     path = mtlzoo.export_saved_model(tuned, tmp_path / "export")
     served = tf.saved_model.load(str(path)).signatures["serving_default"](features=tf.constant(x["features"]))
     assert sorted(k for k in served if "_" not in k) == ["a", "c", "d"]
@@ -54,8 +59,10 @@ def test_retask_errors_say_what_was_expected():
     with pytest.raises(ValueError, match="No layer with weights matches"):
         finetune.freeze(model, "nothing_*")
     columns = mtlzoo.create_model("cross_stitch", TASKS, {"features": (6,)}, units=[8])
-    with pytest.raises(ValueError, match="has no shared trunk .* pass from_layer="):
+    with pytest.raises(ValueError, match="declares no shared representation; pass from_layer="):
         finetune.retask(columns, add=[Task("d", "regression")])
+    with pytest.raises(ValueError, match="declares no shared trunk; name the layers"):
+        finetune.freeze(columns)
 
 
 def test_finetuning_the_multimnist_preset_beats_training_from_scratch(data_dir):

@@ -36,3 +36,74 @@ def test_import_mtlzoo_leaves_tensorflow_datasets_alone():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
+
+
+def _keras_private_names() -> set[str]:
+    """The private attribute names of the Keras classes mtlzoo subclasses or drives."""
+    import keras
+
+    classes = [keras.Model, keras.layers.Layer, keras.callbacks.Callback, keras.callbacks.ProgbarLogger,
+               keras.callbacks.EarlyStopping, keras.metrics.Metric, keras.optimizers.Optimizer, keras.losses.Loss]
+    names = {n for cls in classes for n in dir(cls) if n.startswith("_") and not n.startswith("__")}
+    inputs = keras.Input((2,))
+    for instance in (keras.Model(inputs, keras.layers.Dense(1)(inputs)), keras.callbacks.EarlyStopping(),
+                     keras.metrics.Mean(), keras.optimizers.Adam()):
+        names |= {n for n in vars(instance) if n.startswith("_") and not n.startswith("__")}
+    return names
+
+
+def test_keras_internals_are_touched_only_in_the_compat_module():
+    """No ``keras.src`` import and no private Keras attribute (``model._compile_loss``,
+    ``self._tracker``, ``super()._update_progbar`` ...) outside ``mtlzoo/training/compat.py``."""
+    private = _keras_private_names()
+    assert {"_compile_loss", "_tracker", "_loss_tracker", "_update_progbar", "_inbound_nodes"} <= private
+    found = []
+    for path in sorted((REPO / "mtlzoo").rglob("*.py")):
+        if path.relative_to(REPO).as_posix() == "mtlzoo/training/compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                found += [f"{path.name}:{node.lineno} imports {m}" for m in modules
+                          if m.startswith(("keras.src", "tensorflow.python", "keras._tf_keras"))]
+            elif isinstance(node, ast.Attribute) and node.attr in private:
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.Attribute) and node.attr in ("_keras_history", "__internal__"):
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+    assert found == []
+
+
+def test_the_compat_patches_still_match_the_keras_they_patch():
+    """Fails when Keras is upgraded, fixes a patched bug or moves a patched internal: then
+    re-check each patch in ``mtlzoo/training/compat.py`` (and drop the ones no longer needed)."""
+    import keras
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    from mtlzoo.training import compat
+
+    assert compat.keras_is_patched_version(), f"compat.py patches Keras {compat.PATCHED_KERAS}x, this is {keras.version()}"
+    # Bug 1: the symbolic build reduces the whole (nested) first batch across replicas.
+    build = inspect.getsource(tf_trainer.TensorFlowTrainer._maybe_symbolic_build)
+    assert "self.distribute_strategy.reduce(" in build and "maybe_distributed_data_batch" in build
+    assert list(inspect.signature(tf_trainer.TensorFlowTrainer._maybe_symbolic_build).parameters) == [
+        "self", "iterator", "data_batch"]
+    # Bug 2: per-step logs are averaged with axis=0, which scalar logs do not have.
+    assert 'strategy.reduce("MEAN", v, axis=0)' in inspect.getsource(tf_trainer.reduce_per_replica)
+    assert callable(tf_trainer._collective_all_reduce_multi_worker)
+    # untrack: the tracker Keras layers keep, and its method.
+    assert callable(keras.layers.Layer()._tracker.untrack)
+
+
+def test_recompiling_with_another_weighting_drops_the_old_ones_variables():
+    import keras
+
+    import mtlzoo
+
+    tasks = [mtlzoo.Task("a", "regression"), mtlzoo.Task("b", "regression")]
+    model = mtlzoo.create_model("hard_sharing", tasks, {"x": (3,)}, shared_units=[4])
+    model.compile(weighting="uncertainty")
+    with_method = {v.path for v in model.weights}
+    model.compile(weighting="unitary")
+    gone = with_method - {v.path for v in model.weights}
+    assert gone and all(path.startswith("uncertainty/") for path in gone), gone  # the log-variances
+    assert isinstance(model.weighting, keras.layers.Layer)

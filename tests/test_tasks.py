@@ -107,5 +107,8 @@ def test_task_weights_scale_the_total_loss():
     y = {"a": np.zeros((8, 1), "float32"), "b": np.full((8, 1), 5.0, "float32")}
     logs = model.evaluate({"features": x}, y, verbose=0, return_dict=True)
     assert logs["loss"] == pytest.approx(2.0 * logs["a_loss"], rel=1e-5)
+    # keras-hub's spelling of the defaults: loss="auto", metrics="auto".
+    model.compile(optimizer="sgd", loss="auto", metrics="auto")
+    assert model.evaluate({"features": x}, y, verbose=0, return_dict=True) == pytest.approx(logs)
     with pytest.raises(ValueError, match="unknown task"):
         model.compile(optimizer="sgd", loss={"c": "mse"})

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import mtlzoo
 from mtlzoo import weighting
-from mtlzoo.models import shared_representation, shared_variables
+from mtlzoo.models import shared_variables
 
 TASKS = ("a", "b", "c")
 ALL = weighting.list_weightings()
@@ -86,7 +86,8 @@ def test_the_graph_tells_shared_from_task_specific_variables():
     model = tiny_model()
     flags = dict(zip((v.path for v in model.trainable_variables), shared_variables(model)))
     assert all(flag == path.startswith("shared") for path, flag in flags.items()), flags
-    assert shared_representation(model) is model.get_layer("shared_dense_0").output
+    assert model.shared_representation is model.get_layer("shared_dense_0").output
+    assert [l.name for l in model.trunk_layers] == ["shared_dense_0"]
     # Cross-stitch columns are mixed by the stitch units, so every column feeds every task.
     stitched = tiny_model("cross_stitch")
     flags = dict(zip((v.path for v in stitched.trainable_variables), shared_variables(stitched)))
@@ -104,8 +105,8 @@ def reference_update(model, method, x, y, features, sample_weight=None):
     variables = model.trainable_variables
     shared = [v for v, flag in zip(variables, shared_variables(model)) if flag]
     if features:
-        trunk = keras.Model(model.inputs, shared_representation(model))
-        heads = keras.Model(shared_representation(model), model.output)
+        trunk = keras.Model(model.inputs, model.shared_representation)
+        heads = keras.Model(model.shared_representation, model.output)
     with tf.GradientTape(persistent=True) as tape:
         if features:
             z = trunk(x, training=True)

@@ -90,41 +90,38 @@ def cross_stitch(
 
 
 def _load_column(layers, column: int, task: str, path) -> None:
-    """Copy a single-task hard_sharing model's trunk into column ``column`` and its head."""
+    """Copy a single-task hard_sharing model's shared trunk into column ``column``, and its head."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"cross_stitch: init_from[{task!r}] = {str(path)!r} does not exist.")
     source = keras.saving.load_model(path, compile=False)
+    trunk = [layer for layer in getattr(source, "trunk_layers", []) if layer.weights]
+    # The column's layers with weights (conv_i, dense_i), in order, each to the source trunk's
+    # layer at the same place; their kernels are stacked per column.
+    columns = [layer for layer in layers if layer.name.startswith(COLUMN_PREFIX + "_") and layer.weights]
+    if len(trunk) != len(columns):
+        raise ValueError(
+            f"cross_stitch: init_from[{task!r}] ({path}) has a shared trunk of {len(trunk)} layers with weights "
+            f"{[l.name for l in trunk]}; a column has {len(columns)} {[l.name for l in columns]}. Expected a "
+            "single-task hard_sharing model with the same filters and units."
+        )
+    for layer, source_layer in zip(columns, trunk):
+        values = source_layer.get_weights()
+        if len(values) != len(layer.weights):
+            raise ValueError(
+                f"cross_stitch: init_from[{task!r}] ({path}): layer {source_layer.name!r} has {len(values)} "
+                f"weights; {layer.name!r} has {len(layer.weights)} (use_bias differs?)."
+            )
+        for stacked, value in zip(layer.weights, values):
+            _assign_slot(stacked, column, value, task, path, source_layer.name)
     source_layers = {layer.name: layer for layer in source.layers}
-    # The trunk: shared_conv_i / shared_dense_i of the source go into slot `column` of the
-    # stacked columns_conv_i / columns_dense_i kernels; the head layers keep their names.
-    copied = 0
     for layer in layers:
-        if layer.name.startswith(COLUMN_PREFIX + "_") and layer.weights:
-            source_name = "shared_" + layer.name[len(COLUMN_PREFIX) + 1:]
-            if source_name not in source_layers:
-                raise ValueError(
-                    f"cross_stitch: init_from[{task!r}] ({path}) has no layer {source_name!r} for "
-                    f"{layer.name!r}; expected a single-task hard_sharing model with the same filters and units."
-                )
-            values = source_layers[source_name].get_weights()
-            if len(values) != len(layer.weights):
-                raise ValueError(
-                    f"cross_stitch: init_from[{task!r}] ({path}): layer {source_name!r} has {len(values)} "
-                    f"weights; {layer.name!r} has {len(layer.weights)} (use_bias differs?)."
-                )
-            for stacked, value in zip(layer.weights, values):
-                _assign_slot(stacked, column, value, task, path, source_name)
-            copied += 1
-        elif layer.name.startswith(task + "_head_") or layer.name == task:
+        if layer.name.startswith(task + "_head_") or layer.name == task:  # backbones.task_head's names
             if layer.name not in source_layers:
                 raise ValueError(f"cross_stitch: init_from[{task!r}] ({path}) has no head layer {layer.name!r}.")
             try:
                 layer.set_weights(source_layers[layer.name].get_weights())
             except ValueError as e:
                 raise ValueError(f"cross_stitch: init_from[{task!r}] ({path}), layer {layer.name!r}: {e}") from None
-            copied += 1
-    if not copied:
-        raise ValueError(f"cross_stitch: init_from[{task!r}] ({path}) matched no layer.")
 
 
 def _assign_slot(stacked, column: int, value, task, path, source_name) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from mtlzoo import backbones
-from mtlzoo.registry import register_architecture
+from mtlzoo.registry import Heads, register_architecture
 
 
 @register_architecture("hard_sharing")
@@ -39,7 +39,7 @@ def hard_sharing(
         shared = backbones.cnn(
             x, filters, shared_units, kernel_size=kernel_size, activation=activation, dropout=dropout
         )
-    return {
-        t.name: backbones.task_head(shared, t, head_units, activation=activation, dropout=dropout)
-        for t in tasks
-    }
+    return Heads(
+        {t.name: backbones.task_head(shared, t, head_units, activation=activation, dropout=dropout) for t in tasks},
+        shared=shared,
+    )

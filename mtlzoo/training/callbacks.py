@@ -60,11 +60,20 @@ class TaskProgbar(keras.callbacks.ProgbarLogger):
         self.task_names = list(task_names)
         self.max_tasks = max_tasks
 
-    def _update_progbar(self, batch, logs=None):
-        super()._update_progbar(batch, summarize_logs(logs, self.task_names, self.max_tasks))
+    def _summary(self, logs):
+        return summarize_logs(logs, self.task_names, self.max_tasks)
 
-    def _finalize_progbar(self, logs):
-        super()._finalize_progbar(summarize_logs(logs, self.task_names, self.max_tasks))
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._summary(logs))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self._summary(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._summary(logs))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self._summary(logs))
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -157,13 +166,6 @@ def _metric_name(metric) -> str:
     return getattr(metric, "name", None) or getattr(metric, "__name__", None) or str(metric)
 
 
-def _metric_mode(metric) -> str | None:
-    direction = getattr(metric, "_direction", None)
-    if direction in ("up", "down"):
-        return "max" if direction == "up" else "min"
-    return name_mode(_metric_name(metric))
-
-
 def name_mode(name: str) -> str | None:
     """``min`` / ``max`` for a metric or log key by its name (``val_task_00_auc``: ``max``); None
     when the name does not tell."""
@@ -183,7 +185,7 @@ def predicted_log_keys(tasks) -> dict[str, str | None]:
         except (ValueError, TypeError):
             made = []
         for metric in made:
-            metrics[_metric_name(metric)] = _metric_mode(metric)
+            metrics[_metric_name(metric)] = name_mode(_metric_name(metric))
         per_task[task.name] = metrics
     common = set.intersection(*(set(m) for m in per_task.values())) if per_task else {"loss"}
     keys: dict[str, str | None] = {}

@@ -1,17 +1,5 @@
-"""``MultiWorkerMirroredStrategy`` for ``Model.fit``: the strategy from ``TF_CONFIG``, and the two
-fixes Keras 3.15 needs to train under it.
-
-Keras 3.15's TensorFlow trainer fails under the multi-worker strategy twice:
-
-1. Before the first step it builds the model symbolically from one batch, which it first
-   reduces across replicas with ``strategy.reduce`` on the whole (nested) batch; the
-   collective reduce cannot take a dict (keras-team/keras#20585). A batch only has to give
-   shapes there, so the fix builds from the first replica's part of it, leaf by leaf.
-2. After every step it averages the logs across workers with ``reduce("MEAN", axis=0)``,
-   which fails on the scalar logs (tensorflow/tensorflow#72388). The fix averages them with
-   ``axis=None``; other strategies keep Keras's own reduction.
-
-Both are installed, once, by ``make_strategy`` and act only under a multi-worker strategy.
+"""``MultiWorkerMirroredStrategy`` for ``Model.fit``: the strategy from ``TF_CONFIG``, with the
+two Keras 3.15 fixes it needs (``mtlzoo.training.compat``), and per-worker data sharding.
 """
 
 from __future__ import annotations
@@ -19,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-_INSTALLED = False
+from mtlzoo.training import compat
 
 
 def cluster_spec() -> dict:
@@ -57,7 +45,7 @@ def make_multi_worker_strategy():
     import tensorflow as tf
 
     cluster_spec()
-    install_keras_fixes()
+    compat.install_multi_worker_fixes()
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -72,41 +60,3 @@ def shard_by_data(dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
-
-
-def install_keras_fixes() -> None:
-    """Patch the two Keras functions above, keeping their behaviour for every other strategy."""
-    global _INSTALLED
-    if _INSTALLED:
-        return
-    import tensorflow as tf
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    keras_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
-    keras_reduce = tf_trainer.reduce_per_replica
-    # Keras's own test for the multi-worker case: the fixes act exactly where its broken paths run.
-    is_multi_worker = tf_trainer._collective_all_reduce_multi_worker
-
-    def symbolic_build(self, iterator=None, data_batch=None):
-        if not is_multi_worker(self._distribute_strategy) or iterator is None:
-            return keras_build(self, iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            batch = next(it)
-            data_batch = tree.map_structure(
-                lambda v: self.distribute_strategy.experimental_local_results(v)[0]
-                if isinstance(v, tf.distribute.DistributedValues) else v,
-                batch,
-            )
-            break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    def reduce_per_replica(values, strategy, reduction="auto"):
-        if is_multi_worker(strategy) and reduction in ("auto", "mean"):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return keras_reduce(values, strategy, reduction=reduction)
-
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    _INSTALLED = True

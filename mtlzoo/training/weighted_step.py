@@ -30,19 +30,59 @@ def task_losses(model, y, y_pred, sample_weight):
     Updates the ``<task>_loss`` metrics as ``Model.compute_loss`` would. Under tf.distribute
     each value is already divided by the number of replicas.
     """
-    compile_loss = model._compile_loss  # Keras keeps one (path, loss, weight, name) per output.
-    if not compile_loss.built:
-        compile_loss.build(y, y_pred)
-    trackers = compile_loss.metrics if len(compile_loss._flat_losses) > 1 else [None]
-    values = {}
-    for (path, loss_fn, weight, _), tracker in zip(compile_loss._flat_losses, trackers):
-        (name,) = path
+    trackers = {m.name: m for m in model.metrics}  # Keras adds <task>_loss means when there are 2+ tasks
+    if len(model.tasks) > 1 and f"{model.tasks[0].name}_loss" not in trackers:
+        # Keras makes them when it first computes the compiled loss; do that once, discarding
+        # its metric updates (the stateless scope), so that the means count every batch once.
+        with keras.StatelessScope():
+            keras.Model.compute_loss(model, None, y, y_pred, sample_weight, training=False)
+        trackers = {m.name: m for m in model.metrics}
+    values = []
+    for name, (loss_fn, weight) in model.task_loss_functions().items():
         weights = sample_weight[name] if isinstance(sample_weight, dict) else sample_weight
         value = ops.cast(loss_fn(y[name], y_pred[name], weights), "float32")
+        tracker = trackers.get(f"{name}_loss")
         if tracker is not None:
             tracker.update_state(unscale_for_replicas(value), sample_weight=ops.shape(y_pred[name])[0])
-        values[name] = value if weight is None else value * weight
-    return [values[t.name] for t in model.tasks]
+        values.append(value if weight is None else value * weight)
+    return values
+
+
+def weighted_task_losses(model, y, y_pred, sample_weight, additional_losses):
+    """``(weighted loss of each task, other loss terms, observed per-task loss values,
+    the tasks present in the global batch)`` for ``model.weighting``.
+
+    The weighted losses are a list of scalars, not one stacked tensor, so that the gradient
+    of one task's term reaches back through that task's head only. ``additional_losses`` are
+    the model's regularization and ``add_loss`` terms of this forward pass.
+    """
+    losses = task_losses(model, y, y_pred, sample_weight)
+    # One all-reduce for the loss values and the label counts of the global batch.
+    observed, counts = ops.unstack(sum_over_replicas(ops.stack(
+        [ops.stop_gradient(ops.stack(losses)), labelled_counts(model, sample_weight)])))
+    present = ops.cast(counts > 0, "float32")
+    weights, penalty = model.weighting.loss_weights(observed, present)
+    extra = ops.zeros((), "float32")
+    for loss in additional_losses:
+        extra = extra + ops.sum(ops.cast(loss, "float32"))
+    if penalty is not None:
+        extra = extra + share_for_replicas(penalty)
+    return [w * loss for w, loss in zip(ops.unstack(weights), losses)], extra, observed, present
+
+
+def train_step(model, *args):
+    """``train_step`` for a weighting with ``uses_gradients``, on the running backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return tf_train_step(model, *args)
+    if backend == "jax":
+        return jax_train_step(model, *args)
+    raise NotImplementedError(f"Gradient weighting methods run on TensorFlow and JAX, not {backend!r}.")
+
+
+def _loss_tracker(model):
+    """The mean behind the ``loss`` log (``Model.metrics`` lists it first)."""
+    return next(m for m in model.metrics if m.name == "loss")
 
 
 def labelled_counts(model, sample_weight):
@@ -125,7 +165,7 @@ def tf_train_step(model, data):
     import tensorflow as tf
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    plan: Plan = model._mtl_plan
+    plan: Plan = model.gradient_plan
     weighting = model.weighting
     variables = model.trainable_variables
     shared = [variables[i] for i in plan.shared]
@@ -136,10 +176,10 @@ def tf_train_step(model, data):
             y_pred = plan.heads(representation, training=True)
         else:
             y_pred = model(x, training=True)
-        task_terms, extra, observed, present = model._weighted_task_losses(y, y_pred, sample_weight)
+        task_terms, extra, observed, present = weighted_task_losses(model, y, y_pred, sample_weight, model.losses)
         weighted = tf.stack(task_terms)
         total = ops.sum(weighted) + extra
-    model._loss_tracker.update_state(
+    _loss_tracker(model).update_state(
         unscale_for_replicas(total), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
     )
     num_tasks = len(model.tasks)
@@ -172,7 +212,6 @@ def tf_train_step(model, data):
         extra_grads = _zeros_for_none(tape.gradient(extra, shared), shared)
         shared_grads = [g + e for g, e in zip(_unflatten(direction, shared), extra_grads)]
     other_grads = _zeros_for_none(tape.gradient(total, others), others)
-    del tape
     grads = [None] * len(variables)
     for i, g in zip(plan.shared, _zeros_for_none(shared_grads, shared)):
         grads[i] = g
@@ -188,7 +227,7 @@ def jax_train_step(model, state, data):
 
     trainable, non_trainable, optimizer_variables, metrics_variables = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    plan: Plan = model._mtl_plan
+    plan: Plan = model.gradient_plan
     num_tasks = len(model.tasks)
     trainable_index = {id(v): i for i, v in enumerate(model.trainable_variables)}
     non_trainable_index = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
@@ -227,12 +266,8 @@ def jax_train_step(model, state, data):
             regularization += more
         else:
             y_pred, values, regularization = call(model, trainable_values, values, x)
-        model._losses_override = regularization
-        try:
-            with keras.StatelessScope(state_mapping=state_mapping(trainable_values, values, metrics_variables)) as scope:
-                terms, extra, observed, present = model._weighted_task_losses(y, y_pred, sample_weight)
-        finally:
-            model._losses_override = []
+        with keras.StatelessScope(state_mapping=state_mapping(trainable_values, values, metrics_variables)) as scope:
+            terms, extra, observed, present = weighted_task_losses(model, y, y_pred, sample_weight, regularization)
         aux = (y_pred, current(scope, model.non_trainable_variables, values),
                current(scope, model.metrics_variables, metrics_variables), observed, present, representation)
         return ops.stack([*terms, extra]), aux
@@ -267,7 +302,8 @@ def jax_train_step(model, state, data):
         for i, d in zip(plan.shared, direction):
             grads[i] = d + jac[i][num_tasks]
     trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, grads, trainable)
-    logs, metrics_variables = model._update_metrics_variables(
-        metrics_variables, ops.sum(rows), x, y, y_pred, sample_weight
-    )
+    with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_variables))) as scope:
+        _loss_tracker(model).update_state(ops.sum(rows), sample_weight=ops.shape(keras.tree.flatten(x)[0])[0])
+        logs = model.compute_metrics(x, y, y_pred, sample_weight)
+    metrics_variables = current(scope, model.metrics_variables, metrics_variables)
     return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
