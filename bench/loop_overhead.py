@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 
 import mtlzoo  # noqa: E402
-from mtlzoo.config import recipe_from_dict  # noqa: E402
+from mtlzoo.recipes.config import recipe_from_dict  # noqa: E402
 import results_io  # noqa: E402  (bench/, beside this script)
 
 RESULTS = REPO / "bench" / "results"

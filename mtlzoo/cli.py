@@ -23,7 +23,7 @@ WARMUP_EXAMPLES = 64
 
 
 def _cmd_list(args) -> int:
-    from mtlzoo import registry
+    from mtlzoo.architectures import registry
     from mtlzoo.data import base as data_base
 
     if args.pretrained:
@@ -51,7 +51,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from mtlzoo.config import load_recipe
+    from mtlzoo.recipes.config import load_recipe
     from mtlzoo.training import trainer
 
     recipe = load_recipe(args.config)
@@ -69,8 +69,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from mtlzoo import compare
-    from mtlzoo.config import load_recipe
+    from mtlzoo.evaluation import compare
+    from mtlzoo.recipes.config import load_recipe
 
     recipe = load_recipe(args.config)
     report = compare.compare(
@@ -114,13 +114,13 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_finetune(args) -> int:
-    from mtlzoo import finetune, presets
-    from mtlzoo.config import load_recipe
+    from mtlzoo import models, presets
+    from mtlzoo.recipes.config import load_recipe
     from mtlzoo.training import trainer
 
     recipe = load_recipe(args.config)
     try:
-        model = finetune.for_recipe(presets.load(args.preset), recipe, freeze_patterns=args.freeze,
+        model = models.for_recipe(presets.load(args.preset), recipe, freeze_patterns=args.freeze,
                                     head_units=args.head_units)
     except ValueError as e:  # a --freeze pattern or task change that does not fit the preset
         raise argparse.ArgumentTypeError(str(e)) from None
@@ -131,8 +131,8 @@ def _cmd_finetune(args) -> int:
 
 
 def _cmd_tune(args) -> int:
-    from mtlzoo.config import load_recipe, dump_recipe
-    from mtlzoo.tuning import tune
+    from mtlzoo.recipes.config import load_recipe, dump_recipe
+    from mtlzoo.recipes.tuning import tune
 
     recipe = load_recipe(args.config)
     if not recipe.tuning:
@@ -147,7 +147,7 @@ def _cmd_tune(args) -> int:
 
 def _cmd_preset(args) -> int:
     from mtlzoo.presets import save_preset
-    from mtlzoo.config import load_recipe
+    from mtlzoo.recipes.config import load_recipe
     from mtlzoo.training.trainer import RECIPE_FILE
 
     baselines = _read_baselines(args.baselines) if args.baselines else None
@@ -194,7 +194,7 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_export(args) -> int:
     from mtlzoo import io
-    from mtlzoo.export import export_saved_model
+    from mtlzoo.serving.export import export_saved_model
     from mtlzoo.training import trainer
 
     recipe, model = trainer.load_run(args.run_dir)
@@ -224,7 +224,7 @@ def _cmd_export(args) -> int:
 
 def _cmd_predict(args) -> int:
     from mtlzoo import io
-    from mtlzoo.export import predict_exported, read_request, resolve_export_dir
+    from mtlzoo.serving.export import predict_exported, read_request, resolve_export_dir
 
     inputs, signature = read_request(args.input)
     outputs = predict_exported(args.export, inputs, args.signature or signature or "serving_default")
@@ -239,10 +239,10 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_serving_config(args) -> int:
-    from mtlzoo import deploy
+    from mtlzoo.serving import server_config
 
     labels = dict(_parse_label(v) for v in args.label)
-    path = deploy.write_model_config(
+    path = server_config.write_model_config(
         args.export_root,
         args.out,
         base_path_prefix=args.base_path_prefix,

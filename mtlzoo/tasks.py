@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import keras
 
+from mtlzoo.validation import is_int
+
 KINDS = ("classification", "binary", "multilabel", "regression")
 
 # Task names become Keras layer names, metric-name prefixes and SavedModel output keys,
@@ -60,14 +62,14 @@ class Task:
                 f"Task {self.name!r}: unknown kind {self.kind!r}; expected one of {', '.join(KINDS)}."
             )
         if self.kind in ("classification", "multilabel"):
-            if not _is_int(self.num_classes) or self.num_classes < 2:
+            if not is_int(self.num_classes) or self.num_classes < 2:
                 raise ValueError(
                     f"Task {self.name!r} of kind {self.kind!r} needs num_classes, an integer >= 2; "
                     f"got {self.num_classes!r}."
                 )
         elif self.num_classes is not None:
             raise ValueError(f"Task {self.name!r}: num_classes does not apply to kind {self.kind!r}.")
-        if not _is_int(self.units) or self.units < 1:
+        if not is_int(self.units) or self.units < 1:
             raise ValueError(f"Task {self.name!r}: units must be a positive integer, got {self.units!r}.")
         if self.units != 1 and self.kind != "regression":
             raise ValueError(f"Task {self.name!r}: units applies only to regression tasks.")
@@ -158,10 +160,6 @@ def as_tasks(tasks: Iterable[Task | Mapping[str, Any]]) -> tuple[Task, ...]:
 
 def task_names(tasks: Sequence[Task]) -> list[str]:
     return [t.name for t in tasks]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_identifier(task: Task, what: str, name, resolve, examples: str) -> None:

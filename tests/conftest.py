@@ -3,6 +3,12 @@
 The CPU split has to happen before TensorFlow runs any op, so it is done here, at import
 time, before any test module is collected. Tests that need another backend (JAX) or a fresh
 process run Python in a subprocess through the ``run_python`` fixture.
+
+Data: the session reads the small fixtures in ``tests/fixtures/data`` (same layout and formats
+as the full data; see its README): ``$MTLZOO_DATA_DIR`` points there for the whole session, so
+recipes, benchmarks and CLI subprocesses read them too. Tests marked ``full_data`` (deselected
+by default; ``pytest -m full_data`` runs them) take ``full_data_dir`` instead: the full data
+from ``$MTLZOO_FULL_DATA_DIR``, else the caller's ``$MTLZOO_DATA_DIR``, else ``../shared/data``.
 """
 
 import os
@@ -14,23 +20,46 @@ from pathlib import Path
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from mtlzoo.training.strategies import split_cpu  # noqa: E402
 
 split_cpu(2)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-os.environ.setdefault("MTLZOO_DATA_DIR", str(SHARED_DATA))
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
+# The full data, as the caller named it, before the session points $MTLZOO_DATA_DIR at the fixtures.
+FULL_DATA = Path(
+    os.environ.get("MTLZOO_FULL_DATA_DIR") or os.environ.get("MTLZOO_DATA_DIR") or REPO.parent / "shared" / "data"
+)
+os.environ["MTLZOO_DATA_DIR"] = str(FIXTURE_DATA)
+
+
+def pytest_configure(config):
+    if not FIXTURE_DATA.is_dir():  # committed with the tests: a broken checkout, not missing data
+        raise pytest.UsageError(f"the test fixtures {FIXTURE_DATA} are missing; restore tests/fixtures/ from git")
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The benchmark data folder (``$MTLZOO_DATA_DIR``, by default ``../shared/data``)."""
-    path = Path(os.environ["MTLZOO_DATA_DIR"])
-    if not path.is_dir():
-        pytest.skip(f"benchmark data not found at {path}; set MTLZOO_DATA_DIR")
+    """The small fixture data (``tests/fixtures/data``, also ``$MTLZOO_DATA_DIR`` in this session)."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture
+def full_data_dir(monkeypatch) -> Path:
+    """The full benchmark data, for tests marked ``full_data``; ``$MTLZOO_DATA_DIR`` points at it
+    during the test. Fails (does not skip) when it is missing."""
+    path = FULL_DATA.resolve()
+    if path == FIXTURE_DATA.resolve():
+        pytest.fail(f"the full data is needed, but MTLZOO_DATA_DIR names the fixtures ({path}); "
+                    "set MTLZOO_FULL_DATA_DIR to the full data folder")
+    missing = [f"{name}/" for name in ("mnist", "fashion_mnist", "kang_synthetic", "school") if not (path / name).is_dir()]
+    if missing:
+        found = f"{path} lacks {', '.join(missing)}" if path.is_dir() else f"{path} does not exist"
+        pytest.fail(f"this full_data test needs the full benchmark data, but {found}: set MTLZOO_FULL_DATA_DIR "
+                    "(or MTLZOO_DATA_DIR) to the folder holding mnist/, fashion_mnist/, kang_synthetic/ and school/ "
+                    "(see tests/fixtures/README.md), or deselect it with -m 'not full_data'")
+    monkeypatch.setenv("MTLZOO_DATA_DIR", str(path))
     return path
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from mtlzoo.config import recipe_from_dict
+from mtlzoo.recipes.config import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = REPO / "zoo_configs" / "kang_hard_sharing.yaml"

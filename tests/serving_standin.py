@@ -1,7 +1,7 @@
 """Stand-ins for TensorFlow Serving's REST and gRPC prediction APIs, for the client tests.
 
 ``tensorflow_model_server`` cannot be installed on the machines that run this suite, so
-``tests/test_serving_clients.py`` talks to these small servers instead. They load real
+``tests/serving/test_clients.py`` talks to these small servers instead. They load real
 SavedModels (``tf.saved_model.load(path, tags=["serve"])``, one per integer version under a
 model base path) and answer the way TF Serving 2.x does, as read from its sources
 (``model_servers/http_rest_api_handler.cc``, ``http_rest_api_util.cc``, ``util/json_tensor.cc``,
@@ -22,7 +22,7 @@ model base path) and answer the way TF Serving 2.x does, as read from its source
 
 They are test infrastructure, not a server to deploy: no batching, labels, classify/regress,
 or reloading. The real server is checked by ``test_real_tensorflow_model_server`` in
-``tests/test_serving_clients.py``, which runs wherever ``tensorflow_model_server`` is on PATH.
+``tests/serving/test_clients.py``, which runs wherever ``tensorflow_model_server`` is on PATH.
 """
 
 from __future__ import annotations

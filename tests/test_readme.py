@@ -56,7 +56,7 @@ def test_sharing_schemes_example_runs():
     gates = namespace["gate_weights"](namespace["experts"], {"image": namespace["x"]})
     assert sorted(gates) == ["digit", "ink", "is_even"] and gates["digit"].shape == (8, 3)
     np.testing.assert_allclose(gates["digit"].sum(axis=1), 1.0, atol=1e-5)
-    assert isinstance(namespace["linear"].kernel_regularizer, mtlzoo.regularizers.GroupLasso)
+    assert isinstance(namespace["linear"].kernel_regularizer, mtlzoo.layers.regularizers.GroupLasso)
 
 
 def test_muir_example_runs():

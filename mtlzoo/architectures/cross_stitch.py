@@ -12,9 +12,9 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
-from mtlzoo import backbones
+from mtlzoo.architectures import backbones
 from mtlzoo.layers.cross_stitch import CrossStitch
-from mtlzoo.registry import register_architecture
+from mtlzoo.architectures.registry import register_architecture
 
 COLUMN_PREFIX = "columns"
 

@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from mtlzoo import backbones
+from mtlzoo.architectures import backbones
 from mtlzoo.layers.experts import MixtureOfExperts, ProgressiveLayeredExtraction
-from mtlzoo.registry import register_architecture
+from mtlzoo.architectures.registry import register_architecture
 
 EXPERT_LAYERS = (MixtureOfExperts, ProgressiveLayeredExtraction)
 

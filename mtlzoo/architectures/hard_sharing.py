@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mtlzoo import backbones
-from mtlzoo.registry import Heads, register_architecture
+from mtlzoo.architectures import backbones
+from mtlzoo.architectures.registry import Heads, register_architecture
 
 
 @register_architecture("hard_sharing")

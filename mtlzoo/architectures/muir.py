@@ -12,9 +12,9 @@ from typing import Sequence
 
 import keras
 
-from mtlzoo import backbones
-from mtlzoo.layers.hypermodules import REPARAMETERIZED, HypermoduleBank, Reparameterized, block_count, he_context
-from mtlzoo.registry import register_architecture
+from mtlzoo.architectures import backbones
+from mtlzoo.muir.hypermodules import REPARAMETERIZED, HypermoduleBank, Reparameterized, block_count, he_context
+from mtlzoo.architectures.registry import register_architecture
 
 
 @register_architecture("muir")

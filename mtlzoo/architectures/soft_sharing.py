@@ -2,15 +2,16 @@
 
 Each task has its own copy of the backbone; the columns' corresponding kernels are stacked
 (``PerTaskDense`` / ``PerTaskConv2D``) and penalised together by a task regulariser from
-``mtlzoo.regularizers`` (Duong et al., 2015; Yang & Hospedales, 2017).
+``mtlzoo.layers.regularizers`` (Duong et al., 2015; Yang & Hospedales, 2017).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from mtlzoo import backbones, regularizers
-from mtlzoo.registry import register_architecture
+from mtlzoo.architectures import backbones
+from mtlzoo.layers import regularizers
+from mtlzoo.architectures.registry import register_architecture
 
 
 @register_architecture("soft_sharing")
@@ -37,7 +38,7 @@ def soft_sharing(
         units: widths of each column's dense layers (after the convolutions for a CNN).
         head_units: hidden widths of each task's head on top of its column.
         regularizer: ``"mean"`` (distance to the tasks' mean weights), ``"trace_norm"`` or
-            ``"group_lasso"`` (see ``mtlzoo.regularizers``).
+            ``"group_lasso"`` (see ``mtlzoo.layers.regularizers``).
         strength: the regulariser's coefficient, per stacked kernel.
         deviation_weight: ``"mean"`` only: the weight lambda of the distance to the mean.
     """

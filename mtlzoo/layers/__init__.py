@@ -3,14 +3,17 @@
 from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
 from mtlzoo.layers.cross_stitch import CrossStitch
 from mtlzoo.layers.experts import MixtureOfExperts, ProgressiveLayeredExtraction
-from mtlzoo.layers.hypermodules import HypermoduleBank, Reparameterized
+from mtlzoo.layers.regularizers import GroupLasso, MeanRegularizer, TraceNormRegularizer
+
+# MUiR's layers (HypermoduleBank, Reparameterized) live in mtlzoo.muir.
 
 __all__ = [
     "CrossStitch",
-    "HypermoduleBank",
+    "GroupLasso",
     "MixtureOfExperts",
     "PerTaskConv2D",
     "PerTaskDense",
+    "MeanRegularizer",
     "ProgressiveLayeredExtraction",
-    "Reparameterized",
+    "TraceNormRegularizer",
 ]

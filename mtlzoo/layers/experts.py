@@ -13,11 +13,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
-
-def _positive_int(layer: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{layer}: {name} must be a positive integer, got {value!r}.")
-    return int(value)
+from mtlzoo.validation import positive_int
 
 
 def _units_list(layer: str, name: str, value) -> list[int]:
@@ -56,8 +52,8 @@ class MixtureOfExperts(keras.layers.Layer):
     def __init__(self, num_tasks, num_experts, expert_units, activation="relu", **kwargs):
         super().__init__(**kwargs)
         cls = type(self).__name__
-        self.num_tasks = _positive_int(cls, "num_tasks", num_tasks)
-        self.num_experts = _positive_int(cls, "num_experts", num_experts)
+        self.num_tasks = positive_int(cls, "num_tasks", num_tasks)
+        self.num_experts = positive_int(cls, "num_experts", num_experts)
         self.expert_units = _units_list(cls, "expert_units", expert_units)
         self.activation = keras.activations.get(activation)
         # Flat lists of sublayers, here and in PLE: every Keras 3 release saves the layers of a
@@ -150,9 +146,9 @@ class ProgressiveLayeredExtraction(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         cls = type(self).__name__
-        self.num_tasks = _positive_int(cls, "num_tasks", num_tasks)
-        self.num_task_experts = _positive_int(cls, "num_task_experts", num_task_experts)
-        self.num_shared_experts = _positive_int(cls, "num_shared_experts", num_shared_experts)
+        self.num_tasks = positive_int(cls, "num_tasks", num_tasks)
+        self.num_task_experts = positive_int(cls, "num_task_experts", num_task_experts)
+        self.num_shared_experts = positive_int(cls, "num_shared_experts", num_shared_experts)
         self.expert_units = _units_list(cls, "expert_units", expert_units)
         self.activation = keras.activations.get(activation)
         self.num_levels = len(self.expert_units)

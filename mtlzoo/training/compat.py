@@ -15,7 +15,7 @@ no public workaround, each gated on ``keras.version()``.
      which fails on the scalar logs (tensorflow/tensorflow#72388). The fix averages them with
      ``axis=None``; other strategies keep Keras's own reduction.
 
-``tests/training/test_compat.py`` checks that each patched internal still exists and still
+``tests/test_package.py`` checks that each patched internal still exists and still
 carries the bug, so a Keras upgrade that fixes or moves one fails there, loudly, first.
 """
 

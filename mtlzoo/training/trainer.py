@@ -28,8 +28,8 @@ from typing import Any
 
 import keras
 
-from mtlzoo import io, registry
-from mtlzoo.config import Recipe, TrainingConfig, dump_recipe, load_recipe, weighting_name
+from mtlzoo import io, models
+from mtlzoo.recipes.config import Recipe, TrainingConfig, dump_recipe, load_recipe, weighting_name
 from mtlzoo.errors import RunDirError
 from mtlzoo.muir import AlignmentSearch
 from mtlzoo.training import callbacks as mtl_callbacks
@@ -80,7 +80,7 @@ def build_model(recipe: Recipe, input_spec) -> keras.Model:
     """The recipe's architecture for its tasks, compiled with each task's defaults, the recipe's
     optimizer and weighting, and its precision."""
     with precision(recipe.training.precision):
-        model = registry.create_model(recipe.architecture, recipe.tasks, input_spec, **recipe.params)
+        model = models.create_model(recipe.architecture, recipe.tasks, input_spec, **recipe.params)
         model.compile(optimizer=make_optimizer(recipe.training), weighting=recipe.training.weighting)
     return model
 

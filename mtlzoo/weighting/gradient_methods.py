@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from mtlzoo.validation import number_at_least
 from mtlzoo.weighting import solvers
 from mtlzoo.weighting.base import AdamState, GradientWeighting, Seeded, masked_mean, register_weighting
-from mtlzoo.weighting.loss_methods import _number
 
 
 @register_weighting("pcgrad")
@@ -44,7 +44,7 @@ class CAGrad(GradientWeighting):
 
     def __init__(self, c: float = 0.4, **kwargs):
         super().__init__(**kwargs)
-        self.c = _number("c", c)
+        self.c = number_at_least("c", c)
 
     def gradient_weights(self, gram, losses, present):
         return solvers.cagrad_weights(gram, c=self.c, present=present)
@@ -79,7 +79,7 @@ class NashMTL(GradientWeighting):
 
     def __init__(self, max_norm: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.max_norm = _number("max_norm", max_norm)
+        self.max_norm = number_at_least("max_norm", max_norm)
 
     def gradient_weights(self, gram, losses, present):
         return solvers.clip_norm(solvers.nash_mtl_weights(gram, present), gram, self.max_norm)
@@ -111,8 +111,8 @@ class GradNorm(GradientWeighting):
 
     def __init__(self, alpha: float = 1.5, learning_rate: float = 0.025, **kwargs):
         super().__init__(**kwargs)
-        self.alpha = _number("alpha", alpha)
-        self.learning_rate = _number("learning_rate", learning_rate, strict=True)
+        self.alpha = number_at_least("alpha", alpha)
+        self.learning_rate = number_at_least("learning_rate", learning_rate, strict=True)
 
     def build(self, num_tasks):
         self.task_weights = self.state_variable("task_weights", (num_tasks,), initializer="ones")

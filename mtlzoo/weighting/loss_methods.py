@@ -7,17 +7,10 @@ from typing import Mapping, Sequence
 import keras
 from keras import ops
 
+from mtlzoo.validation import number_at_least
 from mtlzoo.weighting.base import AdamState, Seeded, Weighting, masked_softmax, register_weighting
 
 _EPSILON = 1e-8
-
-
-def _number(name: str, value, low: float = 0.0, strict: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or value < low or (strict and value == low):
-        bound = ">" if strict else ">="
-        raise ValueError(f"{name} must be a number {bound} {low}, got {value!r}.")
-    return float(value)
 
 
 @register_weighting("unitary")
@@ -34,7 +27,7 @@ class Static(Weighting):
         weights = dict(weights) if isinstance(weights, Mapping) else (list(weights) if weights else {})
         items = weights.values() if isinstance(weights, dict) else weights
         for w in items:
-            _number("static weight", w)
+            number_at_least("static weight", w)
         self.weights_given = weights
 
     def check_tasks(self, task_names):
@@ -93,7 +86,7 @@ class DWA(Weighting):
 
     def __init__(self, temperature: float = 2.0, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = _number("temperature", temperature, strict=True)
+        self.temperature = number_at_least("temperature", temperature, strict=True)
 
     def build(self, num_tasks):
         self.running = self.state_variable("running_sum", (num_tasks,))
@@ -149,8 +142,8 @@ class FAMO(Weighting):
 
     def __init__(self, learning_rate: float = 0.025, decay: float = 1e-3, min_loss: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.learning_rate = _number("learning_rate", learning_rate, strict=True)
-        self.decay = _number("decay", decay)
+        self.learning_rate = number_at_least("learning_rate", learning_rate, strict=True)
+        self.decay = number_at_least("decay", decay)
         self.min_loss = float(min_loss)
 
     def build(self, num_tasks):

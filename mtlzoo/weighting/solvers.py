@@ -27,7 +27,7 @@ noise. Their ``iterations`` argument is a maximum that bounds the worst case
 (``bench/solver_speed.py`` reports iterations and times on hard inputs). The answers match
 exact float64 references in direction to 1e-5 and in norm to 1e-4 except where float32 itself
 cannot resolve them: ill-conditioned Gram matrices lose about ``eps * condition`` in the methods
-that invert them (Aligned-MTL, IMTL-G, UPGrad's ridge), see ``tests/test_weighting_solvers.py``.
+that invert them (Aligned-MTL, IMTL-G, UPGrad's ridge), see ``tests/weighting/test_solvers.py``.
 
 Only ``keras.ops`` is used, with a static T, so the solvers trace inside ``tf.function`` (also
 in a ``tf.distribute`` replica context) and ``jax.jit``. The private ``_*_solve`` helpers also

@@ -1,0 +1,10 @@
+"""Evaluation: per-task metrics and the multi-task gain Δm (``metrics``), and ``compare``, which
+trains one recipe with several weighting methods over several seeds and reports them side by side."""
+
+from mtlzoo.evaluation.metrics import (
+    HIGHER_IS_BETTER, LOWER_IS_BETTER, delta_m, evaluate, format_table, higher_is_better, mean_over_tasks,
+)
+
+__all__ = [
+    "HIGHER_IS_BETTER", "LOWER_IS_BETTER", "delta_m", "evaluate", "format_table", "higher_is_better", "mean_over_tasks",
+]
