@@ -124,7 +124,7 @@ def main(argv=None) -> int:
 
 def write_summary() -> None:
     """bench/weighting_compare.md from every bench/results/compare_<benchmark>.json there is."""
-    from mtlzoo.evaluation.compare import summary_table
+    from mtlzoo.evaluation.report import summary_table
 
     lines = [
         "# Weighting methods compared (`mtlzoo compare`)",

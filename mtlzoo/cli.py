@@ -70,6 +70,7 @@ def _cmd_train(args) -> int:
 
 def _cmd_compare(args) -> int:
     from mtlzoo.evaluation import compare
+    from mtlzoo.evaluation.report import summary_text
     from mtlzoo.recipes.config import load_recipe
 
     recipe = load_recipe(args.config)
@@ -87,7 +88,7 @@ def _cmd_compare(args) -> int:
         command=_compare_command(args),
     )
     print()
-    print(compare.summary_text(report))
+    print(summary_text(report))
     print(f"wrote {Path(args.out) / 'compare.json'}, compare.md and compare.png ({report['wall_seconds']:.0f} s)")
     return 0
 

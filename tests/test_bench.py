@@ -8,6 +8,9 @@ import pytest
 
 from conftest import REPO
 
+# Each quick run takes tens of seconds: in the slow set, which .ci/run runs after the default suite.
+pytestmark = pytest.mark.slow
+
 
 def quick_run(script: str, *args: str) -> str:
     """Run ``bench/<script> --quick [args]``; fail with its output unless it exits 0; return its stdout."""

@@ -32,6 +32,7 @@ def test_list_shows_architectures_datasets_and_recipes():
     assert "zoo_configs/kang_hard_sharing.yaml" in proc.stdout
 
 
+@pytest.mark.slow
 def test_train_evaluate_export_answer(tmp_path):
     recipe = write_recipe(tmp_path / "recipe.yaml", small_recipe_dict(epochs=3))
     run, base = tmp_path / "run", tmp_path / "models" / "kang"

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 import yaml
 
 import mtlzoo
@@ -59,6 +60,7 @@ def test_sharing_schemes_example_runs():
     assert isinstance(namespace["linear"].kernel_regularizer, mtlzoo.layers.regularizers.GroupLasso)
 
 
+@pytest.mark.slow
 def test_muir_example_runs():
     source = code_block("MUiR: one hypermodule bank", "python")
     short = source.replace("epochs=300", "epochs=3, verbose=0").replace("steps_per_epoch=100", "steps_per_epoch=5")

@@ -55,6 +55,7 @@ def test_unknown_parameters_name_what_is_accepted(architecture):
     assert "head_units" in str(info.value)
 
 
+@pytest.mark.slow
 def test_every_architecture_keeps_the_model_round_trip_contract(tmp_path, run_python):
     """Config round trip, .keras reload here and in fresh TensorFlow (bit-identical) and JAX processes."""
     x, y = data(INPUTS["image"])
@@ -68,6 +69,7 @@ def test_every_architecture_keeps_the_model_round_trip_contract(tmp_path, run_py
     check_model_round_trip(run_python, tmp_path, models, {name: x for name in models})
 
 
+@pytest.mark.slow
 def test_models_trained_on_jax_load_in_tensorflow(tmp_path, run_python):
     run_python(
         f"""

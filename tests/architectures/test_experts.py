@@ -289,6 +289,7 @@ def test_keras_files_reload_bit_identically_in_a_fresh_process(tmp_path, run_pyt
     }
 
 
+@pytest.mark.slow
 def test_models_move_between_tensorflow_and_jax(tmp_path, run_python, trained):
     for architecture, (model, x) in trained.items():
         model.save(tmp_path / f"tf_{architecture}.keras")

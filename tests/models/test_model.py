@@ -64,6 +64,7 @@ def test_keras_file_reloads_bit_identically_in_a_fresh_process(tmp_path, run_pyt
     assert result["tasks"] == ["digit", "size", "odd"] and result["type"] == "MultiTaskModel"
 
 
+@pytest.mark.slow
 def test_models_move_between_tensorflow_and_jax(tmp_path, run_python):
     model, x = trained_model({"image": (10, 10, 1)}, filters=[4], shared_units=[8])
     model.save(tmp_path / "from_tf.keras")

@@ -129,6 +129,7 @@ def test_frozen_multitask_components_export_for_serving(tmp_path):
         np.testing.assert_allclose(served[task].numpy(), answers[task], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_keras_file_reloads_identically_and_moves_from_jax(tmp_path, run_python):
     x, y = domain_data()
     model = muir.reparameterize(domains(), block_shape=(4, 4), context_size=2)

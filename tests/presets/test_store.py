@@ -164,6 +164,7 @@ def test_a_gfile_path_loads(preset, tmp_path, monkeypatch):
         mtlzoo.load("ram://zoo/none")
 
 
+@pytest.mark.slow
 def test_cli_lists_and_saves_presets(preset, tmp_path):
     listed = cli("list", "--pretrained")
     assert listed.returncode == 0, listed.stderr
@@ -175,6 +176,7 @@ def test_cli_lists_and_saves_presets(preset, tmp_path):
     assert bad.returncode == 2 and "holds no trained model" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_finetunes_a_preset_on_a_recipe(preset, tmp_path):
     from helpers import small_recipe_dict, write_recipe
 

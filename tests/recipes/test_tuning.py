@@ -43,6 +43,7 @@ def test_choose_draws_every_setting_and_keeps_only_accepted_params():
         choose(recipe, {"loss_weights": {"nope": [1.0]}}, keras_tuner.HyperParameters())
 
 
+@pytest.mark.slow
 def test_tune_cli_searches_per_task_objectives_and_writes_the_best_recipe(tmp_path):
     config = write_recipe(tmp_path / "recipe.yaml", tuning_recipe())
     proc = cli("tune", config, "--out", tmp_path / "best.yaml", "--trials-dir", tmp_path / "trials", "--verbose", "0")

@@ -337,6 +337,7 @@ def _kill_after(process, state_path, epochs_done, timeout=300):
     process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["one_device", "mirrored"])
 def test_kill_twice_and_resume_gives_the_uninterrupted_run(tmp_path, strategy):
     raw = small_recipe_dict(epochs=10, shuffle=True, seed=3)  # shuffled data, and dropout below

@@ -83,6 +83,7 @@ def max_diff(a, b) -> float:
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.slow
 def test_two_workers_train_as_one_process_on_the_same_global_batches(tmp_path):
     # Unshuffled, so that the workers' halves of each global batch are the one process's batch.
     raw = small_recipe_dict(epochs=4, shuffle=False)
@@ -101,6 +102,7 @@ def test_two_workers_train_as_one_process_on_the_same_global_batches(tmp_path):
     np.testing.assert_allclose(history["loss"], one_history["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_gradient_method_on_two_workers_equals_one_process(tmp_path):
     # DWA's epoch state and PCGrad's per-task gradients, all-reduced across the workers
     # before they are combined; the result is the one-process run's.
@@ -114,6 +116,7 @@ def test_a_gradient_method_on_two_workers_equals_one_process(tmp_path):
     np.testing.assert_array_equal(one.weighting.methods[0].epochs_seen.numpy(), 4.0)  # per task
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", [name for name in mtlzoo.list_models() if name != "hard_sharing"])
 def test_every_architecture_trains_on_two_workers(tmp_path, architecture):
     raw = small_recipe_dict(epochs=3)
@@ -125,6 +128,7 @@ def test_every_architecture_trains_on_two_workers(tmp_path, architecture):
     assert history["loss"][-1] < history["loss"][0]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_restarts_from_the_last_checkpoint(tmp_path):
     epochs = 30
     raw = small_recipe_dict(epochs=epochs, shuffle=False)

@@ -321,6 +321,7 @@ JAX_STEP = """
 """
 
 
+@pytest.mark.slow
 def test_jax_takes_the_same_steps_as_tensorflow(tmp_path, run_python):
     """Three steps on both backends from one .keras file; task c has no labels in the second."""
     names = ["uncertainty", "famo", "mgda", "mgda_ub", "upgrad", "nash_mtl", "aligned_mtl", "gradnorm"]
