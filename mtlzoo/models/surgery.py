@@ -1,8 +1,9 @@
 """Fine-tuning a (pretrained) multi-task model: change its tasks, freeze what should not move.
 
 ``retask`` builds a new ``MultiTaskModel`` on the same trunk: tasks dropped, heads replaced by
-fresh ones, new tasks added; ``freeze`` / ``unfreeze`` set layers by name pattern. Then compile
-and ``fit`` as usual; the result saves, reloads and exports like any zoo model::
+fresh ones, new tasks added; ``freeze`` / ``unfreeze`` set the declared trunk, or layers by
+name pattern, trainable or not. Then compile and ``fit`` as usual; the result saves, reloads
+and exports like any zoo model::
 
     model = mtlzoo.load("multimnist_hard_sharing")
     model = mtlzoo.models.retask(model, add=[mtlzoo.Task("sum", "classification", num_classes=19)],
@@ -19,7 +20,7 @@ from typing import Sequence
 import keras
 
 from mtlzoo.architectures import backbones
-from mtlzoo.models import MultiTaskModel
+from mtlzoo.models.model import MultiTaskModel
 from mtlzoo.tasks import Task, as_tasks
 
 
