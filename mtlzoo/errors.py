@@ -6,16 +6,13 @@ directory, data file, preset, request or export location), 1 for a run that fail
 also derives from the built-in error it stands for (``ValueError``, ``RuntimeError``), so code
 that catches those keeps working.
 
-Plain Python only: the serving clients import it without Keras or TensorFlow.
+Plain Python only. ``MtlzooError``, ``ServingError`` and ``ServingInputError`` are defined in
+``mtlzoo_client.errors`` (the clients import them without Keras or TensorFlow) and re-exported here.
 """
 
 from __future__ import annotations
 
-
-class MtlzooError(Exception):
-    """Base of mtlzoo's errors; ``exit_code`` is what ``mtlzoo`` exits with for it."""
-
-    exit_code = 2
+from mtlzoo_client.errors import MtlzooError, ServingError, ServingInputError  # noqa: F401  (defined there)
 
 
 def one_line(error: BaseException) -> str:
@@ -75,26 +72,3 @@ class ExportError(MtlzooError, ValueError):
 
 class ServingConfigError(ExportError):
     """A TF Serving configuration that is invalid or cannot be built from what is on disk."""
-
-
-class ServingInputError(MtlzooError, ValueError):
-    """Inputs that a serving client refuses to send: they do not fit the signature, or JSON."""
-
-
-class ServingError(MtlzooError, RuntimeError):
-    """TF Serving refused or failed a request, or could not be reached.
-
-    Attributes:
-        message: the server's own error message (REST ``{"error": ...}``, gRPC details), or
-            what went wrong on the way (connection refused, timeout).
-        target: the URL (REST) or ``host:port`` (gRPC) that was asked.
-        status: the HTTP status (REST), else ``None``.
-        code: the gRPC status code name, e.g. ``"NOT_FOUND"`` (gRPC), else ``None``.
-    """
-
-    exit_code = 1
-
-    def __init__(self, message: str, target: str, *, status: int | None = None, code: str | None = None):
-        self.message, self.target, self.status, self.code = message, target, status, code
-        how = f" (HTTP {status})" if status is not None else f" ({code})" if code else ""
-        super().__init__(f"TF Serving at {target}{how}: {message}")

@@ -43,7 +43,8 @@ def test_recipe_example_is_valid():
 def test_architecture_section_names_every_module():
     tree = code_block("Architecture", "")
     named = set(re.findall(r"([a-z_]+\.py)", tree))
-    actual = {p.name for p in (REPO / "mtlzoo").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    sources = [*(REPO / "mtlzoo").rglob("*.py"), *(REPO / "mtlzoo_client").rglob("*.py")]
+    actual = {p.name for p in sources if p.name not in ("__init__.py", "__main__.py")}
     assert actual <= named, f"modules missing from the README's architecture section: {sorted(actual - named)}"
     assert named - {"answer_request.py"} <= actual, f"README names modules that do not exist: {sorted(named - actual)}"
 

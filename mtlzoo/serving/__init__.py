@@ -3,10 +3,10 @@
 - ``export``: the SavedModel export (signatures, warmup records, atomic versions) and reading
   exports back (``predict_exported``, request files).
 - ``server_config``: the server's ``models.config``, batching and monitoring files.
-- ``clients``: REST and gRPC clients for a running server.
+- ``clients``: an alias of the ``mtlzoo_client`` package, the REST and gRPC clients for a
+  running server (a package of its own, which imports neither Keras nor TensorFlow).
 
-Nothing is imported here, so that ``import mtlzoo`` does not load the serving code and each
-part loads only what it needs.
+``import mtlzoo`` does not load the serving code, and each part loads only what it needs.
 """
 
-SERVING_DEFAULT = "serving_default"  # the signature key TF Serving answers when none is named
+from mtlzoo_client import SERVING_DEFAULT  # noqa: F401  (the signature TF Serving answers by default)

@@ -32,6 +32,7 @@ import numpy as np
 from mtlzoo.errors import ExportError
 from mtlzoo.io import atomic_path, rename_exclusive
 from mtlzoo.serving import SERVING_DEFAULT
+from mtlzoo_client.inputs import check_inputs
 from mtlzoo.tasks import Task
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -91,68 +92,13 @@ def serving_output_names(model: keras.Model) -> dict[str, list[str]]:
     return names
 
 
-def input_specs(model: keras.Model) -> dict[str, tuple[tuple, str]]:
-    """``{input_name: (shape with None batch, dtype)}`` of the model's named inputs."""
+def input_specs(model: keras.Model) -> dict[str, dict]:
+    """``{input_name: {"dtype", "shape"}}`` of the model's named inputs (batch dimension ``None``),
+    the form ``mtlzoo_client.check_inputs`` takes."""
     return {
-        t.name: ((None, *t.shape[1:]), keras.backend.standardize_dtype(t.dtype)) for t in model.inputs
+        t.name: {"dtype": keras.backend.standardize_dtype(t.dtype), "shape": [None, *t.shape[1:]]}
+        for t in model.inputs
     }
-
-
-def check_inputs(specs: Mapping[str, tuple[tuple, str]], inputs: Mapping, what: str = "input") -> dict:
-    """Arrays for ``specs`` from ``inputs``, or a clear ``ExportError`` naming what is wrong.
-
-    Names must match exactly; every array needs the spec's rank and non-batch dimensions and
-    one batch length; values must convert to the spec's dtype without loss of kind: no floats
-    into an integer input, and true/false is not a number (bools feed only bool inputs, on the
-    API as from JSON). Integers of any width feed an integer input if every value fits its range:
-    a JSON request carries no integer width, so 255 must reach a uint8 input and 256 must not.
-    """
-    if not isinstance(inputs, Mapping):
-        raise ExportError(f"{what}s must be a dict {{name: array}} with names {sorted(specs)}.")
-    missing, unknown = sorted(set(specs) - set(inputs)), sorted(set(inputs) - set(specs))
-    if missing or unknown:
-        raise ExportError(
-            f"{what} names {sorted(inputs)} do not match the model's {sorted(specs)}"
-            + (f"; missing {missing}" if missing else "")
-            + (f"; unexpected {unknown}" if unknown else "")
-            + "."
-        )
-    arrays, lengths = {}, set()
-    for name, (shape, dtype) in specs.items():
-        value = np.asarray(inputs[name])
-        expected = "[batch, " + ", ".join(str(d) for d in shape[1:]) + "]"
-        if value.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(value.shape[1:], shape[1:])
-        ):
-            raise ExportError(f"{what} {name!r} has shape {list(value.shape)}; expected {expected} ({dtype}).")
-        want = np.dtype(dtype).kind
-        if value.dtype.kind not in _COMPATIBLE_KINDS[want]:
-            why = _KIND_MISMATCH.get((value.dtype.kind, want), "")
-            raise ExportError(f"{what} {name!r} has dtype {value.dtype}; expected {dtype} with shape {expected}{why}.")
-        if want in "iu" and value.size:
-            info = np.iinfo(dtype)
-            low, high = int(value.min()), int(value.max())
-            if low < info.min or high > info.max:
-                raise ExportError(
-                    f"{what} {name!r} has value {low if low < info.min else high}, outside the range of "
-                    f"{dtype} ({info.min}..{info.max}); expected {dtype} with shape {expected}."
-                )
-        arrays[name] = value.astype(dtype, copy=False)
-        lengths.add(value.shape[0])
-    if len(lengths) > 1:
-        raise ExportError(f"{what}s have different batch lengths {sorted(lengths)}; they must agree.")
-    return arrays
-
-
-# Which numpy kinds may be fed to an input of each kind (b: bool, i/u: ints, f: floats); integers
-# into an integer input are range-checked.
-_COMPATIBLE_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b", "O": "OSU", "S": "OSU", "U": "OSU"}
-_KIND_MISMATCH = {
-    **{("b", k): " (true/false is not a number)" for k in "iuf"},
-    **{(k, i): " (strings are not numbers)" for k in "SU" for i in "iuf"},
-    **{("f", k): " (an integer input takes whole numbers only)" for k in "iu"},
-    **{(k, "b"): " (a bool input takes true/false only)" for k in "iufSU"},
-}
 
 
 def _check_dict_outputs(model) -> None:
@@ -212,6 +158,10 @@ def export_saved_model(
             several batch sizes (and one per task signature) are written from them.
         model_name: the model name TF Serving will use (recorded in the warmup requests);
             default: the last component of ``base_dir``.
+
+    Raises:
+        ExportError: a model, version or location that cannot be exported as asked.
+        ServingInputError: warmup inputs that do not fit the model's inputs (``check_inputs``).
     """
     if keras.backend.backend() != "tensorflow":
         raise ExportError(
@@ -221,7 +171,8 @@ def export_saved_model(
     model = _without_hypernetwork(model)
     names = serving_output_names(model)
     specs = input_specs(model)
-    warmup = check_inputs(specs, warmup_inputs, "warmup input") if warmup_inputs is not None else None
+    warmup = None if warmup_inputs is None else check_inputs(
+        specs, warmup_inputs, where="the model's inputs", what="warmup input")
     base = Path(base_dir)
     if base.exists() and not base.is_dir():
         raise ExportError(f"Export base {str(base)!r} exists and is not a directory.")
@@ -280,7 +231,7 @@ def _write_archive(model, specs, names, path: Path) -> None:
     import tensorflow as tf
 
     tasks = {t.name: t for t in getattr(model, "tasks", ())}
-    signature = [{n: tf.TensorSpec(shape, dtype, name=n) for n, (shape, dtype) in specs.items()}]
+    signature = [{n: tf.TensorSpec(s["shape"], s["dtype"], name=n) for n, s in specs.items()}]
     structure = model.input
 
     def run(inputs):
@@ -356,7 +307,11 @@ def resolve_export_dir(path: str | os.PathLike) -> Path:
 
 
 def predict_exported(export_dir, inputs: Mapping, signature: str = SERVING_DEFAULT) -> dict[str, np.ndarray]:
-    """Answer ``inputs`` from an exported SavedModel, as TF Serving would (no mtlzoo model code)."""
+    """Answer ``inputs`` from an exported SavedModel, as TF Serving would (no mtlzoo model code).
+
+    Inputs are checked and converted by ``mtlzoo_client.check_inputs``, the rule the clients
+    apply before sending; a mismatch is a ``ServingInputError``.
+    """
     import tensorflow as tf
 
     path = resolve_export_dir(export_dir)
@@ -365,10 +320,10 @@ def predict_exported(export_dir, inputs: Mapping, signature: str = SERVING_DEFAU
         raise ExportError(f"{str(path)!r} has no signature {signature!r}; it has {sorted(loaded.signatures)}.")
     fn = loaded.signatures[signature]
     specs = {
-        name: (tuple(spec.shape.as_list()), spec.dtype.name)
+        name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
         for name, spec in fn.structured_input_signature[1].items()
     }
-    arrays = check_inputs(specs, inputs)
+    arrays = check_inputs(specs, inputs, where=f"signature {signature!r} of {str(path)!r}")
     outputs = fn(**{k: tf.constant(v) for k, v in arrays.items()})
     return {k: v.numpy() for k, v in sorted(outputs.items())}
 

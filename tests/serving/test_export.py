@@ -23,6 +23,7 @@ from mtlzoo.serving.export import (
     warmup_batches,
 )
 from mtlzoo.tasks import Task
+from mtlzoo_client import ServingInputError
 
 TASKS = [Task("kind", "classification", num_classes=3), Task("score", "regression")]
 ALL_KINDS = [
@@ -235,17 +236,18 @@ def test_models_that_cannot_be_served_are_rejected(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "warmup, message",
+    "warmup, error, message",
     [
-        ({"features": np.zeros((2, 4), "float32")}, r"'features' has shape \[2, 4\]; expected \[batch, 5\]"),
-        ({"features": np.zeros((2, 5, 1), "float32")}, r"has shape \[2, 5, 1\]"),
-        ({"features": np.array([["a"] * 5])}, "has dtype <U1; expected float32"),
-        ({"feature": np.zeros((2, 5), "float32")}, r"missing \['features'\]; unexpected \['feature'\]"),
-        ({"features": np.zeros((0, 5), "float32")}, "warmup inputs are empty"),
+        ({"features": np.zeros((2, 4), "float32")}, ServingInputError,
+         r"warmup input 'features' has shape \[2, 4\]; expected float32 with shape \[batch, 5\]"),
+        ({"features": np.zeros((2, 5, 1), "float32")}, ServingInputError, r"has shape \[2, 5, 1\]"),
+        ({"features": np.array([["a"] * 5])}, ServingInputError, r"has dtype <U1; expected float32 .*strings are not numbers"),
+        ({"feature": np.zeros((2, 5), "float32")}, ServingInputError, r"missing \['features'\]; unexpected \['feature'\]"),
+        ({"features": np.zeros((0, 5), "float32")}, ExportError, "warmup inputs are empty"),
     ],
 )
-def test_bad_warmup_inputs_are_rejected_before_writing(tmp_path, model, warmup, message):
-    with pytest.raises(ExportError, match=message):
+def test_bad_warmup_inputs_are_rejected_before_writing(tmp_path, model, warmup, error, message):
+    with pytest.raises(error, match=message):
         export_saved_model(model, tmp_path, warmup_inputs=warmup)
     assert list(tmp_path.iterdir()) == []
 
@@ -297,7 +299,7 @@ def test_predict_exported_reads_rest_bodies_and_npz(tmp_path, model):
     assert sorted(predict_exported(tmp_path / "base" / "1", read_request(rows)[0], "predict_kind")) == [
         "kind", "kind_class_ids", "kind_probabilities"
     ]
-    with pytest.raises(ExportError, match=r"'features' has shape \[2, 3\]; expected \[batch, 5\] \(float32\)"):
+    with pytest.raises(ServingInputError, match=r"'features' has shape \[2, 3\]; expected float32 with shape \[batch, 5\]"):
         predict_exported(tmp_path / "base", {"features": np.zeros((2, 3))})
     with pytest.raises(ExportError, match="has no signature 'predict_nothing'"):
         predict_exported(tmp_path / "base", {"features": X}, "predict_nothing")

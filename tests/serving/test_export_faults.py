@@ -16,6 +16,7 @@ import mtlzoo
 from conftest import REPO
 from mtlzoo.serving.export import ExportError, export_saved_model, predict_exported, read_request
 from mtlzoo.tasks import Task
+from mtlzoo_client import ServingInputError
 
 TASKS = [Task("kind", "classification", num_classes=3), Task("score", "regression")]
 IMAGES = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 1)).astype("uint8")
@@ -232,7 +233,7 @@ def test_json_values_that_do_not_fit_the_input_are_refused(tmp_path, exports, mo
     body = {"instances": [{model: np.full(shape, value, dtype=object).tolist()}]}
     (tmp_path / "request.json").write_text(json.dumps(body))
     inputs, _ = read_request(tmp_path / "request.json")
-    with pytest.raises(ExportError, match=message):
+    with pytest.raises(ServingInputError, match=message):
         predict_exported(exports / model, inputs)
 
 
@@ -240,11 +241,11 @@ def test_api_integers_are_range_checked_and_bools_refused(exports, image_model):
     want = image_model.predict({"image": IMAGES}, verbose=0)["digit"]
     got = predict_exported(exports / "image", {"image": IMAGES.astype("int64")})
     np.testing.assert_allclose(got["digit"], want, atol=1e-5)
-    with pytest.raises(ExportError, match="has value 256, outside the range of uint8"):
+    with pytest.raises(ServingInputError, match="has value 256, outside the range of uint8"):
         predict_exported(exports / "image", {"image": np.full((1, 4, 4, 1), 256)})
-    with pytest.raises(ExportError, match="has dtype float32; expected uint8"):
+    with pytest.raises(ServingInputError, match="has dtype float32; expected uint8"):
         predict_exported(exports / "image", {"image": IMAGES.astype("float32")})
-    with pytest.raises(ExportError, match=r"has dtype bool; expected float32 .*true/false is not a number"):
+    with pytest.raises(ServingInputError, match=r"has dtype bool; expected float32 .*true/false is not a number"):
         predict_exported(exports / "features", {"features": np.ones((2, 3), bool)})
     # Unchanged: integers feed a float input.
     assert predict_exported(exports / "features", {"features": np.ones((2, 3), "int64")})["score"].shape == (2, 1)

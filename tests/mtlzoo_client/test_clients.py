@@ -1,4 +1,4 @@
-"""REST and gRPC clients (mtlzoo.serving) against servers that answer like TF Serving.
+"""REST and gRPC clients (mtlzoo_client) against servers that answer like TF Serving.
 
 The servers are the stand-ins in ``serving_standin.py`` (real SavedModels, TF Serving's wire
 formats); the last test runs the same checks against ``tensorflow_model_server`` itself where
@@ -9,6 +9,8 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +21,7 @@ import pytest
 import tensorflow as tf
 
 import mtlzoo
-from mtlzoo.serving.clients import GrpcClient, RestClient, ServingError, ServingInputError
+from mtlzoo_client import GrpcClient, RestClient, ServingError, ServingInputError
 from serving_standin import GrpcStandIn, ModelRepository, RestStandIn
 
 TASKS = [mtlzoo.Task("kind", "classification", num_classes=3), mtlzoo.Task("score", "regression")]
@@ -131,6 +133,26 @@ def test_rest_rows_rest_columns_and_grpc_answer_what_the_signature_and_model_do(
             np.testing.assert_allclose(answer[task], value, atol=1e-5, err_msg=f"{how}: {task}")
 
 
+def test_the_rest_client_answers_without_keras_tensorflow_or_mtlzoo(servers):
+    """A machine that only sends requests imports mtlzoo_client: the standard library and numpy."""
+    code = f"""
+import sys
+import numpy as np
+from mtlzoo_client import RestClient
+answer = RestClient({servers["rest"]!r}, model="multi").predict({{"features": np.load(sys.argv[1])}})
+np.savez(sys.argv[2], **answer)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "mtlzoo", "tensorflow_datasets")))
+"""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/x.npy", X)
+        proc = subprocess.run([sys.executable, "-c", code, f"{tmp}/x.npy", f"{tmp}/answer.npz"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip() == "[]"
+        with np.load(f"{tmp}/answer.npz") as answer:
+            assert_same(dict(answer), direct(servers["root"] / "multi" / "2", {"features": X}))
+
+
 def test_python_lists_are_converted_to_the_signature_dtypes(servers, grpc_client):
     expected = direct(servers["root"] / "multi" / "2", {"features": X})
     as_lists = {"features": X.tolist()}  # float64 in Python: sent as float32, which the signature takes
@@ -239,16 +261,22 @@ def test_wrong_input_names_are_caught_before_sending_and_by_the_server(servers, 
 
 
 def test_wrong_dtype_or_shape_is_a_clear_client_error(servers, grpc_client):
+    expected = direct(servers["root"] / "multi" / "2", {"features": X})
     for client in (RestClient(servers["rest"], model="multi"), grpc_client(model="multi")):
         with pytest.raises(ServingInputError) as info:
             client.predict({"features": np.zeros((3, 7), dtype="int64")})
-        assert str(info.value).startswith("input 'features' expects float32 with shape [-1, 5], got int64 [3, 7]")
-        with pytest.raises(ServingInputError, match=r"got float32 \[6\]"):
+        assert str(info.value) == "input 'features' has shape [3, 7]; expected float32 with shape [batch, 5]."
+        with pytest.raises(ServingInputError, match=r"has shape \[6\]; expected float32 with shape \[batch, 5\]"):
             client.predict({"features": X[:, 0]})
-        with pytest.raises(ServingInputError, match=r"got float64 \[6, 5\]; convert it with .astype\('float32'\)"):
-            client.predict({"features": X.astype("float64")})  # arrays keep their dtype
-    with pytest.raises(ServingInputError, match=r"input 'image' expects uint8 with shape \[-1, 4, 4, 1\], got float32"):
+        with pytest.raises(ServingInputError, match=r"has dtype bool; expected float32 .*\(true/false is not a number\)"):
+            client.predict({"features": X > 0})
+        # The rule of a local prediction (mtlzoo predict): float64 and integers feed a float32 input.
+        assert_same(client.predict({"features": X.astype("float64")}), expected)
+    with pytest.raises(ServingInputError, match=r"input 'image' has dtype float32; expected uint8 with shape "
+                                                r"\[batch, 4, 4, 1\] \(an integer input takes whole numbers only\)"):
         grpc_client(model="single").predict({"image": IMAGES.astype("float32")})
+    with pytest.raises(ServingInputError, match=r"input 'image' has value 256, outside the range of uint8"):
+        RestClient(servers["rest"], model="single").predict({"image": np.full(IMAGES.shape, 256)})
     # Without the client's check the server refuses it too (and does not crash on the rank).
     with pytest.raises(ServingError, match="uint8") as info:
         grpc_client(model="single", validate=False).predict({"image": IMAGES.astype("float32")})
