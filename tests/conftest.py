@@ -93,3 +93,34 @@ def cli(*args, cwd=None, timeout: float = 600, env=None) -> subprocess.Completed
         [sys.executable, "-m", "mtlzoo", *map(str, args)],
         cwd=cwd or REPO, env=child_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def cli_here(*args, env=None) -> subprocess.CompletedProcess:
+    """Run ``mtlzoo ARGS`` in this process (``mtlzoo.cli.main``), with ``cli``'s result.
+
+    The same parser, code and messages as the command, without a fresh interpreter's five
+    seconds of importing TensorFlow: for the many bad-input checks. ``cli`` runs the real
+    command in a subprocess, for what only a process shows (exit status, start-up log).
+    """
+    import contextlib
+    import io
+
+    from mtlzoo import cli as command
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = command.main(argv)
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(["mtlzoo", *argv], code, out.getvalue(), err.getvalue())

@@ -3,6 +3,7 @@
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mtlzoo.recipes.config import recipe_from_dict
@@ -25,3 +26,11 @@ def small_recipe(**kwargs):
 def write_recipe(path, raw):
     Path(path).write_text(yaml.safe_dump(raw))
     return path
+
+
+def default_few(values, keep):
+    """Parametrize over every one of ``values``: those in ``keep`` run in the default suite, the
+    others are marked slow (.ci/run runs them after it), to keep the default run short."""
+    unknown = set(keep) - set(values)
+    assert not unknown, f"default_few keeps values that are not parametrized: {sorted(unknown)}"
+    return [v if v in keep else pytest.param(v, marks=pytest.mark.slow) for v in values]

@@ -1,4 +1,5 @@
-"""The `mtlzoo` command end to end, run as a user runs it (a subprocess)."""
+"""The `mtlzoo` command: end to end as a user runs it (a subprocess), and its bad-input checks
+in this process (``cli_here``: the same parser and code, without a fresh TensorFlow import)."""
 
 import json
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, cli
+from conftest import REPO, cli, cli_here
 from helpers import small_recipe_dict, write_recipe
 
 # Runs the export's answer script and fails if anything imported mtlzoo on the way.
@@ -26,7 +27,7 @@ sys.exit(code)
 
 
 def test_list_shows_architectures_datasets_and_recipes():
-    proc = cli("list")
+    proc = cli_here("list")
     assert proc.returncode == 0, proc.stderr
     assert "hard_sharing" in proc.stdout and "kang_synthetic" in proc.stdout
     assert "zoo_configs/kang_hard_sharing.yaml" in proc.stdout
@@ -70,7 +71,7 @@ def test_train_evaluate_export_answer(tmp_path):
     (run / "bad.json").write_text(json.dumps({"instances": [{"features": [1.0, 2.0]}]}))
     proc = cli("predict", "--export", base, "--input", run / "bad.json")
     assert proc.returncode == 2
-    assert "input 'features' has shape [1, 2]; expected [batch, 20] (float32)" in proc.stderr
+    assert "input 'features' has shape [1, 2]; expected float32 with shape [batch, 20]." in proc.stderr
 
     answer = subprocess.run(
         [sys.executable, "-c", ANSWER_WITHOUT_MTLZOO, str(base), str(run / "request.json"),
@@ -87,8 +88,8 @@ def test_train_evaluate_export_answer(tmp_path):
 def test_answer_script_reports_a_mismatch(tmp_path):
     recipe = write_recipe(tmp_path / "recipe.yaml", small_recipe_dict(epochs=1, tasks=["task_05"]))
     run, base = tmp_path / "run", tmp_path / "models"
-    assert cli("train", recipe, "--out", run, "--verbose", "0").returncode == 0
-    assert cli("export", run, base).returncode == 0
+    assert cli_here("train", recipe, "--out", run, "--verbose", "0").returncode == 0
+    assert cli_here("export", run, base).returncode == 0
     expected = json.loads((run / "expected_response.json").read_text())
     expected["predictions"][0]["task_05"][0] += 0.01
     (run / "wrong.json").write_text(json.dumps(expected))
@@ -112,7 +113,7 @@ def test_bad_recipe_is_one_clear_line_and_exit_code_2(tmp_path, edit, expected):
     raw = small_recipe_dict()
     edit(raw)
     recipe = write_recipe(tmp_path / "bad.yaml", raw)
-    proc = cli("train", recipe, "--out", tmp_path / "run")
+    proc = cli_here("train", recipe, "--out", tmp_path / "run")
     assert proc.returncode == 2
     assert f"mtlzoo train: error: {recipe}: {expected}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -120,13 +121,13 @@ def test_bad_recipe_is_one_clear_line_and_exit_code_2(tmp_path, edit, expected):
 
 
 def test_missing_inputs_exit_2(tmp_path):
-    proc = cli("train", tmp_path / "missing.yaml", "--out", tmp_path / "run")
+    proc = cli_here("train", tmp_path / "missing.yaml", "--out", tmp_path / "run")
     assert proc.returncode == 2 and "recipe file not found" in proc.stderr
-    proc = cli("evaluate", tmp_path)
+    proc = cli_here("evaluate", tmp_path)
     assert proc.returncode == 2 and "holds no trained model" in proc.stderr
-    proc = cli("export", tmp_path, tmp_path / "models")
+    proc = cli_here("export", tmp_path, tmp_path / "models")
     assert proc.returncode == 2 and "holds no trained model" in proc.stderr
-    proc = cli("train")
+    proc = cli_here("train")
     assert proc.returncode == 2 and "mtlzoo train: error: the following arguments are required" in proc.stderr
 
 
@@ -134,6 +135,6 @@ def test_files_source_without_data_directory_is_a_clear_error(tmp_path):
     raw = small_recipe_dict()
     raw["data"]["source"] = "files"
     recipe = write_recipe(tmp_path / "files.yaml", raw)
-    proc = cli("train", recipe, "--out", tmp_path / "run", env={"MTLZOO_DATA_DIR": str(tmp_path / "nowhere")})
+    proc = cli_here("train", recipe, "--out", tmp_path / "run", env={"MTLZOO_DATA_DIR": str(tmp_path / "nowhere")})
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr

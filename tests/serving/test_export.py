@@ -24,6 +24,7 @@ from mtlzoo.serving.export import (
 )
 from mtlzoo.tasks import Task
 from mtlzoo_client import ServingInputError
+from helpers import default_few
 
 TASKS = [Task("kind", "classification", num_classes=3), Task("score", "regression")]
 ALL_KINDS = [
@@ -131,7 +132,7 @@ print(json.dumps({"answers": answers, "replays": replays}))
 """
 
 
-@pytest.mark.parametrize("architecture", mtlzoo.list_models())
+@pytest.mark.parametrize("architecture", default_few(mtlzoo.list_models(), keep=("hard_sharing", "muir")))
 def test_export_verified_as_tf_serving_reads_it(tmp_path, architecture):
     keras.utils.set_random_seed(0)
     model = mtlzoo.create_model(architecture, ALL_KINDS, {"features": (5,)})

@@ -113,6 +113,7 @@ def test_models_of_different_shapes_train_one_after_another_under_mirrored(tmp_p
     assert all(np.isfinite(w).all() for w in second.get_weights())
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_on_two_devices_matches_one_device(tmp_path, run_python):
     run_python("""
         import json, keras, numpy as np
