@@ -32,6 +32,12 @@ def test_no_error_class_is_defined_outside_errors_py():
     assert found == []
 
 
+def test_no_test_folder_shadows_a_package():
+    # pytest puts tests/ on sys.path, where a folder named like a package is a namespace package
+    # that an editable install's finder never gets to override.
+    assert not [p.name for p in (REPO / "tests").iterdir() if p.name in ("mtlzoo", "mtlzoo_client")]
+
+
 def test_import_mtlzoo_leaves_tensorflow_datasets_alone():
     code = "import sys, mtlzoo; print('tensorflow_datasets' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)

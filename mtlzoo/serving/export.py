@@ -117,16 +117,20 @@ def _check_dict_outputs(model) -> None:
 
 
 def _without_hypernetwork(model: keras.Model) -> keras.Model:
-    """A MUiR model's generated kernels written into an ordinary copy: serving needs no bank."""
-    from mtlzoo import muir
+    """Generated weights written into an ordinary copy (MUiR's bank, a subspace model's
+    expansion): serving needs neither."""
+    from mtlzoo import muir, subspace
 
     if isinstance(model, muir.MuirModel):
         raise ExportError(
             "A MuirModel joins models of several domains; export each one from model.freeze() "
             "(a {component: keras.Model} dict)."
         )
-    if any(isinstance(layer, muir.HypermoduleBank) for layer in getattr(model, "layers", [])):
+    layers = getattr(model, "layers", [])
+    if any(isinstance(layer, muir.HypermoduleBank) for layer in layers):
         return muir.freeze(model)
+    if any(isinstance(layer, subspace.SubspaceColumns) for layer in layers):
+        return subspace.freeze(model)
     return model
 
 

@@ -1,0 +1,89 @@
+"""Subspace columns: theta_t = theta_0 + P Q alpha_t exactly, only Q and alpha train, the
+amortized count, freezing for export, and the save/load contract on TF and JAX."""
+
+import keras
+import numpy as np
+import pytest
+
+import mtlzoo
+from harness import check_model_round_trip
+from helpers import default_few
+from mtlzoo import subspace
+
+TASKS = [mtlzoo.Task("digit", "classification", num_classes=3), mtlzoo.Task("ink", "regression"),
+         mtlzoo.Task("odd", "binary")]
+X = np.random.default_rng(0).normal(size=(48, 6)).astype("float32")
+Y = {"digit": np.random.default_rng(1).integers(0, 3, 48), "ink": X[:, :1] * 2.0,
+     "odd": (X[:, 1:2] > 0).astype("float32")}
+
+
+def make(task_dim=4, expansion="kronecker", **params):
+    keras.utils.set_random_seed(0)
+    return mtlzoo.create_model("subspace", TASKS, {"x": (6,)}, units=(8,), intrinsic_dim=12,
+                               task_dim=task_dim, expansion=expansion, **params)
+
+
+def trained(model, epochs=3):
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.fit({"x": X}, Y, epochs=epochs, batch_size=16, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("task_dim", [4, None])
+def test_each_task_runs_theta0_plus_p_q_alpha_and_only_q_and_alpha_train(task_dim):
+    model = make(task_dim)
+    layer = subspace.find_columns(model)
+    theta0 = [keras.ops.convert_to_numpy(v).copy() for v in layer.theta0]
+    assert [v.path for v in model.trainable_variables] == (
+        ["subspace_columns/coordinates"] if task_dim is None
+        else ["subspace_columns/shared_basis", "subspace_columns/coordinates"])
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    losses = model.fit({"x": X}, Y, epochs=4, batch_size=16, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
+    for before, variable in zip(theta0, layer.theta0):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), before)  # theta_0 stays
+    coords = keras.ops.convert_to_numpy(layer.coordinates)
+    vectors = coords.T if task_dim is None else keras.ops.convert_to_numpy(layer.shared_basis) @ coords.T
+    delta = layer.expansion.matrix() @ vectors  # (D, T), the dense reference
+    flat0 = np.concatenate([t.ravel() for t in theta0])
+    for t, weights in enumerate(layer.task_weights()):
+        got = np.concatenate([keras.ops.convert_to_numpy(w).ravel() for w in weights])
+        np.testing.assert_allclose(got, flat0 + delta[:, t], atol=1e-5)
+    # Every task moved off theta_0, each its own way.
+    assert all(np.abs(vectors[:, t]).max() > 1e-3 for t in range(3))
+    assert len({tuple(np.round(vectors[:, t], 6)) for t in range(3)}) == 3
+
+
+def test_amortized_intrinsic_dimension_counts_shared_once():
+    column_weights = 6 * 8 + 8 + 8 * 3 + 3  # the widest task has 3 outputs
+    assert subspace.find_columns(make(4)).free_parameters() == {
+        "shared": 48, "per_task": 4, "tasks": 3, "amortized": 48 / 3 + 4, "column_weights": column_weights}
+    assert subspace.find_columns(make(None)).free_parameters()["amortized"] == 12
+
+
+def test_frozen_columns_answer_the_same_with_no_expansion_and_export(tmp_path):
+    from mtlzoo.serving.export import export_saved_model, predict_exported
+
+    model = trained(make())
+    frozen = subspace.freeze(model)
+    assert not any(isinstance(l, subspace.SubspaceColumns) for l in frozen.layers)
+    assert [t.name for t in frozen.tasks] == ["digit", "ink", "odd"]
+    want = model.predict({"x": X}, verbose=0)
+    for name, value in frozen.predict({"x": X}, verbose=0).items():
+        np.testing.assert_allclose(value, want[name], atol=1e-6)
+    path = export_saved_model(model, tmp_path / "subspace")
+    assert predict_exported(path, {"x": X[:5]})["ink"].shape == (5, 1)
+    np.testing.assert_allclose(predict_exported(path, {"x": X[:5]})["digit"], want["digit"][:5], atol=1e-5)
+
+
+@pytest.mark.parametrize("expansion", default_few(["kronecker", "sparse"], keep=("kronecker",)))
+def test_keras_files_reload_bit_identically_on_tensorflow_and_jax(tmp_path, run_python, expansion):
+    model = trained(make(expansion=expansion), epochs=1)
+    check_model_round_trip(run_python, tmp_path, {"subspace": model}, {"subspace": {"x": X[:8]}})
+
+
+def test_bad_parameters_are_clear_errors():
+    with pytest.raises(ValueError, match="intrinsic_dim=1000 exceeds the column's 83 weights"):
+        mtlzoo.create_model("subspace", TASKS, {"x": (6,)}, units=(8,), intrinsic_dim=1000)
+    with pytest.raises(ValueError, match="task_dim must be a positive integer, got 0"):
+        make(task_dim=0)
