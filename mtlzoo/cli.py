@@ -1,4 +1,4 @@
-"""The ``mtlzoo`` command: list, train, compare, evaluate, export.
+"""The ``mtlzoo`` command: list, train, compare, evaluate, export, bound.
 
 Exit codes: 0 success, 1 a run that failed, 2 bad input (recipe, arguments, run directory,
 data, preset, request). Errors are one line on stderr: every ``MtlzooError`` carries its code.
@@ -104,14 +104,31 @@ def _compare_command(args) -> str:
     return " ".join(words)
 
 
-def _positive_int(text: str) -> int:
+def _number(text: str, convert, low: float, high: float | None, what: str):
+    """``text`` converted, or one argparse error saying what was expected."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low or (high is not None and value >= high) or value != value:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, 1, None, "an integer >= 1")
+
+
+def _non_negative_int(text: str) -> int:
+    return _number(text, int, 0, None, "an integer >= 0")
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, float, 1e-300, float("inf"), "a finite number > 0")
+
+
+def _probability(text: str) -> float:
+    return _number(text, float, 1e-300, 1.0, "a number strictly between 0 and 1")
 
 
 def _cmd_finetune(args) -> int:
@@ -190,6 +207,31 @@ def _cmd_evaluate(args) -> int:
     io.write_json(Path(args.run_dir) / f"metrics_{split}.json", report)
     print(f"{recipe.name} on {recipe.dataset}/{split}:")
     print(evaluation.format_table(results))
+    return 0
+
+
+def _cmd_bound(args) -> int:
+    from mtlzoo import io
+    from mtlzoo.errors import RunDirError
+    from mtlzoo.subspace import SubspaceColumns
+    from mtlzoo.subspace.certify import certify, format_report
+    from mtlzoo.training import trainer
+
+    recipe, model = trainer.load_run(args.run_dir)
+    if not any(isinstance(layer, SubspaceColumns) for layer in model.layers):
+        raise RunDirError(f"{args.run_dir!r} holds a {recipe.architecture} model; `mtlzoo bound` needs a model of "
+                          "the subspace architecture (its free parameters are what gets coded).")
+    split = args.split or "test"
+    _check_split(recipe, split)
+    names = [t.name for t in model.tasks]
+    dataset = recipe.make_dataset()
+    report = certify(model, dataset.load_tasks("train", names), dataset.load_tasks(split, names),
+                     levels=args.levels, epochs=args.epochs, delta=args.delta, learning_rate=args.learning_rate)
+    report["split"] = split
+    out = Path(args.out) if args.out else Path(args.run_dir) / "bound.json"
+    io.write_json(out, report)
+    print(format_report(report))
+    print(f"written to {out}")
     return 0
 
 
@@ -350,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="default: the recipe's evaluation.split")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("bound", help="quantise and code a subspace run; print its generalisation bound")
+    p.add_argument("run_dir")
+    p.add_argument("--levels", type=_positive_int, default=16, help="codebook size L (default 16)")
+    p.add_argument("--epochs", type=_non_negative_int, default=3, help="quantisation-aware fine-tuning epochs (default 3)")
+    p.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    p.add_argument("--delta", type=_probability, default=0.05, help="the bound holds with probability 1 - delta")
+    p.add_argument("--split", default=None, help="split to report the test error on (default: test)")
+    p.add_argument("--out", default=None, help="default: RUN_DIR/bound.json")
+    p.set_defaults(func=_cmd_bound)
 
     p = sub.add_parser("export", help="export a run as a TF Serving SavedModel version")
     p.add_argument("run_dir")

@@ -87,3 +87,13 @@ def test_weighting_example_runs():
     model = namespace["model"]
     assert [m.method_name for m in model.weighting.methods] == ["uncertainty", "upgrad"]
     assert np.abs(model.weighting.methods[0].log_variance.numpy()).max() > 0
+
+
+def test_subspace_example_runs(capsys):
+    source = code_block("Subspace training: low intrinsic dimension, and bounds that say something", "python")
+    small = (source.replace("num_tasks=10, examples_per_task=1000", "num_tasks=2, examples_per_task=30, heldout_per_task=20")
+             .replace("units=[64], intrinsic_dim=800, task_dim=8", "units=[8], intrinsic_dim=40, task_dim=3")
+             .replace("epochs=20", "epochs=1, verbose=0").replace("levels=16)", "levels=4, epochs=1)"))
+    assert small.count("num_tasks=2") == 1 and "epochs=1, verbose=0" in small and "levels=4, epochs=1" in small
+    exec(compile(small, "README.md", "exec"), {})
+    assert "shared basis Q" in capsys.readouterr().out

@@ -29,6 +29,7 @@ def subspace(
     task_dim: int | None = 16,
     expansion: str = "kronecker",
     seed: int = 0,
+    levels: int | None = None,
 ):
     """One column per task, all trained in one random subspace of the column's weights.
 
@@ -42,6 +43,8 @@ def subspace(
             (independent single-task subspace training, for intrinsic-dimension baselines).
         expansion: the random expansion P: ``"kronecker"``, ``"sparse"`` or ``"dense"``.
         seed: the seed P (and Q's start) are drawn from.
+        levels: train with Q and alpha quantised to a learned codebook of this many values
+            (``mtlzoo bound`` adds one to a trained model; set it here to train that way throughout).
     """
     x = backbones.join_inputs(inputs, "subspace")
     kind = backbones.resolve_backbone(backbone, len(x.shape))
@@ -55,5 +58,5 @@ def subspace(
     if intrinsic_dim is None:
         intrinsic_dim = min(1000, column.count_params())
     outputs = SubspaceColumns(column, [task.output_size for task in tasks], intrinsic_dim, task_dim,
-                              expansion=expansion, seed=seed, name="subspace_columns")(x)
+                              expansion=expansion, seed=seed, levels=levels, name="subspace_columns")(x)
     return {task.name: keras.layers.Identity(name=task.name, dtype="float32")(out) for task, out in zip(tasks, outputs)}

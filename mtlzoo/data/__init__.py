@@ -6,7 +6,7 @@ builders register with tensorflow-datasets when ``mtlzoo.data.tfds_builders`` is
 training, evaluation and export never need it.
 """
 
-from mtlzoo.data import dna_motif, kang, multi_mnist, school  # noqa: F401  (registration)
+from mtlzoo.data import dna_motif, kang, multi_mnist, permuted_mnist, school  # noqa: F401  (registration)
 from mtlzoo.data.base import (
     DATA_DIR_ENV,
     Dataset,

@@ -261,7 +261,7 @@ class MultiImageDataset(Dataset):
         if key not in self._images:
             directory = None
             if self.source == "files":
-                directory = _collection_dir(self.data_dir, collection)
+                directory = collection_dir(self.data_dir, collection)
             self._images[key] = read_images(collection, subset, directory, source=self.source)
         return self._images[key]
 
@@ -316,7 +316,7 @@ def to_multitask(tf_dataset):
     return tf_dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _collection_dir(root: str | os.PathLike | None, collection: str) -> str:
+def collection_dir(root: str | os.PathLike | None, collection: str) -> str:
     """The folder of a collection's idx files under the data root (``$MTLZOO_DATA_DIR`` if None)."""
     subdir = COLLECTIONS[collection][0]
     if root is None:

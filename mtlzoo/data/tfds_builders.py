@@ -1,6 +1,6 @@
 """TFDS builders for mtlzoo's benchmarks; importing this module registers them by name.
 
-    import mtlzoo.data.tfds_builders  # registers "kang_synthetic", "multi_mnist", ...
+    import mtlzoo.data.tfds_builders  # registers "kang_synthetic", "multi_mnist", "permuted_mnist", ...
     ds = tfds.load("kang_synthetic/clean", split="train", data_dir=...)
     ds = mtlzoo.data.kang.to_multitask(ds).batch(32)   # what Model.fit takes
     ds = mtlzoo.data.multi_mnist.to_multitask(tfds.load("multi_mnist", split="train")).batch(32)
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from mtlzoo.data import kang, multi_mnist
+from mtlzoo.data import kang, multi_mnist, permuted_mnist
 from mtlzoo.data.base import DATA_DIR_ENV, resolve_data_dir
 
 _CITATION = """\
@@ -280,3 +280,99 @@ class MultiFashionMnist(MultiImageBuilder):
     )
     HOMEPAGE = _LIN_HOMEPAGE
     CITATION = _LIN_CITATION
+
+
+# --- permuted MNIST task sets ---------------------------------------------------------------------
+
+_ZAKERINIA_CITATION = """\
+@article{zakerinia2025deep,
+  title   = {Deep Multi-Task Learning Has Low Amortized Intrinsic Dimensionality},
+  author  = {Zakerinia, Hossein and Ghobadi, Dorsa and Lampert, Christoph H.},
+  journal = {arXiv preprint arXiv:2501.19067},
+  year    = {2025},
+}
+"""
+
+
+@dataclasses.dataclass(eq=False)
+class PermutedMnistConfig(tfds.core.BuilderConfig):
+    """A variant of ``permuted_mnist`` or ``label_permuted_mnist``; the fields are the options of
+    ``mtlzoo.data.permuted_mnist.PermutedMnist``."""
+
+    num_tasks: int = 10
+    examples_per_task: int = 1000
+    heldout_per_task: int = 1000
+    seed: int = 0
+
+
+class PermutedMnistBuilder(_CodeHere, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Shared builder of the permuted MNIST task sets; each subclass names its ``DATASET_CLASS``.
+
+    Each example is one task's flat 784-pixel image (already permuted for ``permuted_mnist``),
+    its label (already renamed for ``label_permuted_mnist``) and its task; examples are
+    task-major, as ``load(split)`` gives them.
+    """
+
+    DATASET_CLASS: type[permuted_mnist.PermutedMnist] = permuted_mnist.PermutedMnist
+    DESCRIPTION = ""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: 10 tasks, 1000 training and 1000 validation and test images each."}
+    BUILDER_CONFIGS = [PermutedMnistConfig(name="t10_n1000", description="10 tasks, 1000 images per task and split.")]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "The MNIST idx files (with SHA256SUMS.uncompressed) are read from mnist/ in the manual directory "
+        f"if it holds them, else from ${DATA_DIR_ENV}/mnist/."
+    )
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        config = self.builder_config
+        names = [f"task_{t:02d}" for t in range(config.num_tasks)]
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(permuted_mnist.PIXELS,), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=multi_mnist.NUM_CLASSES),
+                "task": tfds.features.ClassLabel(names=names),
+            }),
+            homepage="https://arxiv.org/abs/2501.19067",
+            citation=_ZAKERINIA_CITATION,
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        config = self.builder_config
+        root = None
+        try:
+            manual = dl_manager.manual_dir
+        except AssertionError:  # TFDS raises it for a missing or empty manual directory.
+            manual = None
+        if manual is not None and (manual / "mnist").is_dir():
+            root = str(manual)
+        dataset = self.DATASET_CLASS(num_tasks=config.num_tasks, examples_per_task=config.examples_per_task,
+                                     heldout_per_task=config.heldout_per_task, seed=config.seed, data_dir=root)
+        return {split: self._generate_examples(dataset, split) for split in dataset.splits}
+
+    def _generate_examples(self, dataset, split):
+        arrays = dataset.load(split)
+        names = dataset.task_names()
+        weights = np.stack([arrays.weights[name] for name in names], axis=1)
+        task = weights.argmax(axis=1)
+        for i in range(len(arrays)):
+            label = int(arrays.targets[names[task[i]]][i, 0])
+            yield i, {"image": arrays.inputs["image"][i], "label": label, "task": int(task[i])}
+
+
+class PermutedMnist(PermutedMnistBuilder):
+    """Permuted MNIST: each task MNIST under its own fixed pixel permutation."""
+
+    DATASET_CLASS = permuted_mnist.PixelPermutedMnist
+    DESCRIPTION = ("Permuted MNIST: T tasks, each the MNIST digits with the 784 pixels in the task's own fixed "
+                   "random order; each task has its own images.")
+
+
+class LabelPermutedMnist(PermutedMnistBuilder):
+    """Label-permuted MNIST: each task MNIST with its ten labels renamed by a fixed permutation."""
+
+    DATASET_CLASS = permuted_mnist.LabelPermutedMnist
+    DESCRIPTION = ("Label-permuted MNIST: T tasks, each the MNIST digits with the ten labels renamed by the "
+                   "task's own fixed permutation; each task has its own images.")

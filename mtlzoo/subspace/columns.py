@@ -16,6 +16,7 @@ independent single-task models in the sense of Li et al. (ICLR 2018), l numbers 
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import keras
@@ -58,10 +59,13 @@ class SubspaceColumns(keras.layers.Layer):
             trains its own l-vector.
         expansion: ``"kronecker"`` (default), ``"sparse"`` or ``"dense"`` (``Expansion``).
         seed: the seed P is regenerated from.
+        levels: quantise Q and alpha (or the w_t) to a learned codebook of this many values in
+            the forward pass, gradients passed straight through to the unquantised values
+            (quantisation-aware training, for ``mtlzoo.subspace.compression``); None: off.
     """
 
     def __init__(self, column, output_sizes: Sequence[int], intrinsic_dim: int, task_dim: int | None = None,
-                 expansion: str = "kronecker", seed: int = 0, **kwargs):
+                 expansion: str = "kronecker", seed: int = 0, levels: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(column, dict):
             column = keras.saving.deserialize_keras_object(column)
@@ -74,6 +78,7 @@ class SubspaceColumns(keras.layers.Layer):
         self.intrinsic_dim = positive_int("SubspaceColumns", "intrinsic_dim", intrinsic_dim)
         self.task_dim = None if task_dim is None else positive_int("SubspaceColumns", "task_dim", task_dim)
         self.seed = int(seed)
+        self.levels = None if levels is None else positive_int("SubspaceColumns", "levels", levels)
         # theta_0: the template's trainable weights (state such as moving statistics stays its own).
         self.theta_index = [i for i, v in enumerate(column.weights) if v.trainable]
         self.theta0 = [column.weights[i] for i in self.theta_index]
@@ -98,7 +103,29 @@ class SubspaceColumns(keras.layers.Layer):
                 shape=(l, k), initializer=keras.initializers.RandomNormal(stddev=1.0 / np.sqrt(l), seed=self.seed),
                 name="shared_basis")
             self.coordinates = self.add_weight(shape=(tasks, k), initializer="zeros", name="coordinates")
+        if self.levels is not None:
+            # Evenly spaced over Q's starting spread (+-3 sd); certify starts it from k-means instead.
+            spread = np.linspace(-3.0, 3.0, self.levels) / np.sqrt(l) if self.levels > 1 else np.zeros(1)
+            self.codebook = self.add_weight(shape=(self.levels,), initializer=keras.initializers.Constant(spread),
+                                            name="codebook")
         self.built = True
+
+    def free_variables(self) -> list:
+        """The trained subspace coordinates: ``[Q, alpha]``, or ``[w]`` without a shared basis."""
+        return [self.coordinates] if self.task_dim is None else [self.shared_basis, self.coordinates]
+
+    def _quantized(self, x):
+        # Forward: the nearest codebook level; backward: identity to x, and to the levels used.
+        index = ops.argmin(ops.abs(ops.expand_dims(x, -1) - self.codebook), axis=-1)
+        return ops.take(self.codebook, index) + x - ops.stop_gradient(x)
+
+    def symbols(self) -> np.ndarray:
+        """The codebook index of every free value, Q then alpha flattened (``levels`` set)."""
+        if self.levels is None:
+            raise ValueError("SubspaceColumns.symbols: this layer has no codebook (levels=None).")
+        values = np.concatenate([ops.convert_to_numpy(v).ravel() for v in self.free_variables()])
+        codebook = ops.convert_to_numpy(self.codebook)
+        return np.abs(values[:, None] - codebook).argmin(axis=-1)
 
     def free_parameters(self) -> dict:
         """The trained numbers: shared (l*k, or 0), per task (k, or l), and the amortized
@@ -110,9 +137,10 @@ class SubspaceColumns(keras.layers.Layer):
 
     def subspace_vectors(self):
         """(l, T): each task's point in the random subspace (Q alpha_t, or w_t)."""
+        free = [self._quantized(v) if self.levels is not None else v for v in self.free_variables()]
         if self.task_dim is None:
-            return ops.transpose(self.coordinates)
-        return ops.matmul(self.shared_basis, ops.transpose(self.coordinates))
+            return ops.transpose(free[0])
+        return ops.matmul(free[0], ops.transpose(free[1]))
 
     def task_weights(self) -> list[list]:
         """theta_t for every task, as ``[[value per template weight] per task]``."""
@@ -136,9 +164,11 @@ class SubspaceColumns(keras.layers.Layer):
         return [(*shape[:-1], size) for size in self.output_sizes]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "column": keras.saving.serialize_keras_object(self.column),
+        # Through JSON, so the config is what a .keras file holds (lists, not tuples).
+        column = json.loads(json.dumps(keras.saving.serialize_keras_object(self.column)))
+        return {**super().get_config(), "column": column,
                 "output_sizes": list(self.output_sizes), "intrinsic_dim": self.intrinsic_dim,
-                "task_dim": self.task_dim, "expansion": self.expansion.kind, "seed": self.seed}
+                "task_dim": self.task_dim, "expansion": self.expansion.kind, "seed": self.seed, "levels": self.levels}
 
 
 def find_columns(model: keras.Model) -> SubspaceColumns:

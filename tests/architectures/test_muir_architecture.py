@@ -72,6 +72,15 @@ def test_dense_conv_and_lstm_kernels_come_from_the_bank_and_train_it(tmp_path, r
     assert sorted(type(l).__name__ for l in frozen.layers if l.weights) == ["Conv1D", "Conv2D", "Dense", "Dense", "LSTM"]
     np.testing.assert_array_equal(frozen.predict(x, verbose=0), model.predict(x, verbose=0))
 
+
+
+@pytest.mark.slow
+def test_the_four_kinds_move_to_jax_and_train_there(tmp_path, run_python):
+    keras.utils.set_random_seed(0)
+    model = four_layer_kinds()
+    x, y = four_kinds_data()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
     # The .keras file moves to JAX and answers the same there; JAX trains it.
     model.save(tmp_path / "tf.keras")
     np.savez(tmp_path / "x.npz", **x, y=y)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import cli
+from conftest import cli_here
 from helpers import small_recipe, small_recipe_dict, write_recipe
 from mtlzoo import cli as mtlzoo_cli
 from mtlzoo.evaluation import compare
@@ -25,7 +25,7 @@ def compared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
     recipe = write_recipe(tmp / "recipe.yaml", small_recipe_dict(epochs=1, tasks=TASKS))
     out = tmp / "run"
-    proc = cli("compare", recipe, "--weightings", ",".join(WEIGHTINGS), "--seeds", "2", "--single-task",
+    proc = cli_here("compare", recipe, "--weightings", ",".join(WEIGHTINGS), "--seeds", "2", "--single-task",
                "--out", out)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return out, proc, json.loads((out / "compare.json").read_text())

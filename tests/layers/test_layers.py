@@ -8,12 +8,23 @@ from harness import check_layer_round_trip
 from mtlzoo.layers import CrossStitch, MixtureOfExperts, PerTaskConv2D, PerTaskDense, ProgressiveLayeredExtraction
 from mtlzoo.layers.regularizers import GroupLasso
 from mtlzoo.muir import HypermoduleBank, Reparameterized
+from mtlzoo.subspace import SubspaceColumns, TakeFirst
 
 RNG = np.random.default_rng(0)
 
 
 def vectors(n=2, width=5):
     return [RNG.normal(size=(4, width)).astype("float32") for _ in range(n)]
+
+
+def subspace_columns():
+    start = keras.Input((5,))
+    column = keras.Model(start, keras.layers.Dense(3)(keras.layers.Dense(4, activation="relu")(start)))
+    layer = SubspaceColumns(column, [3, 1], intrinsic_dim=6, task_dim=2, expansion="sparse", seed=1, levels=3)
+    layer.build((None, 5))
+    layer.coordinates.assign(RNG.normal(size=(2, 2)))  # off theta_0, so the subspace shows in the outputs
+    layer.codebook.assign([-0.5, 0.1, 0.7])
+    return layer
 
 
 CASES = {
@@ -26,6 +37,8 @@ CASES = {
     "HypermoduleBank": (lambda: HypermoduleBank(6, (2, 2), context_size=2, num_candidates=2), None),
     "Reparameterized": (lambda: Reparameterized(keras.layers.Dense(4), offset=1, block_shape=(2, 2)),
                         [vectors(1)[0][:, :4], RNG.normal(size=(5, 2, 2)).astype("float32")]),
+    "SubspaceColumns": (subspace_columns, vectors(1)[0]),
+    "TakeFirst": (lambda: TakeFirst(2), vectors(1)[0]),
 }
 
 

@@ -1,0 +1,240 @@
+"""Intrinsic dimension of single-task and multi-task learning on permuted MNIST, and the cost
+of training in a subspace.
+
+After Zakerinia, Ghobadi & Lampert (2025), "Deep Multi-Task Learning Has Low Amortized Intrinsic
+Dimensionality". Ten tasks, each MNIST under its own pixel permutation (``permuted_mnist``) with
+its own 1000 training images; every task has the same MLP column (784 -> units -> 10).
+
+- **Full**: each task's column trained in all its D weights (``mtlzoo.subspace.freeze`` of an
+  untrained subspace model: T plain columns from one theta_0).
+- **Single-task subspace** (Li et al., ICLR 2018): theta_t = theta_0 + P w_t, w_t in R^d
+  (``task_dim=None``). d_int90 of a task: the smallest d whose test accuracy, averaged over the
+  seeds, reaches 90 % of that task's full accuracy.
+- **Multi-task subspace**: theta_t = theta_0 + P Q alpha_t, Q (l x k) shared; amortized intrinsic
+  dimension AID = l k / T + k. AID_90: the smallest AID whose accuracy averaged over tasks and
+  seeds reaches 90 % of the full models' average.
+- **Step cost**: seconds per training step of the multi-task subspace model against the same
+  columns trained directly, side by side, with D ~ 10^5 per column (Kronecker expansion).
+
+Every configuration trains with Adam for at most ``--epochs`` epochs, keeping the epoch with the
+best validation loss (1000 validation images per task); accuracy is on 1000 test images per task.
+
+    python bench/intrinsic_dim.py            # 3 seeds; writes bench/results/intrinsic_dim.{json,md,png}
+    python bench/intrinsic_dim.py --quick    # 3 tasks, 200 images each, 1 seed, 2 epochs: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MTLZOO_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import mtlzoo  # noqa: E402
+from mtlzoo import subspace  # noqa: E402
+from mtlzoo.data import load_dataset  # noqa: E402
+from mtlzoo.subspace.certify import task_errors  # noqa: E402
+import results_io  # noqa: E402  (bench/, beside this script)
+
+RESULTS = REPO / "bench" / "results"
+
+
+def build(dataset, units, **params) -> keras.Model:
+    return mtlzoo.create_model("subspace", dataset.tasks(), dataset.input_spec(), units=units, **params)
+
+
+def fit_and_score(model, data, *, epochs, learning_rate, batch_size, seed) -> dict:
+    """Train on ``data["train"]`` keeping the best validation epoch; test accuracy per task."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    stop = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
+    model.fit(data["train"].to_tf_dataset(batch_size, shuffle=True, seed=seed), epochs=epochs, shuffle=False,
+              validation_data=data["validation"].to_tf_dataset(1024), callbacks=[stop], verbose=0)
+    return {task: 1.0 - error for task, (error, _) in task_errors(model, data["test"]).items()}
+
+
+def run_config(kind, value, dataset, data, args, seed) -> dict:
+    keras.utils.set_random_seed(seed)
+    if kind == "full":
+        model = subspace.freeze(build(dataset, args.units, task_dim=None, intrinsic_dim=1, seed=seed))
+        lr = args.full_learning_rate
+    elif kind == "single":
+        model = build(dataset, args.units, intrinsic_dim=value, task_dim=None, seed=seed)
+        lr = args.learning_rate
+    else:
+        l, k = value
+        model = build(dataset, args.units, intrinsic_dim=l, task_dim=k, seed=seed)
+        lr = args.learning_rate
+    started = time.perf_counter()
+    accuracy = fit_and_score(model, data, epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, seed=seed)
+    return {"accuracy": accuracy, "seconds": time.perf_counter() - started}
+
+
+def step_cost(dataset, data, args) -> dict:
+    """Seconds per step, subspace against plain, at D ~ 10^5 weights per column."""
+    keras.utils.set_random_seed(0)
+    units = (args.cost_units,)
+    model = build(dataset, units, intrinsic_dim=args.cost_dim[0], task_dim=args.cost_dim[1])
+    plain = subspace.freeze(model)
+    size = subspace.find_columns(model).expansion.size
+    runs = {}
+    for name, m in (("plain", plain), ("subspace", model)):
+        m.compile(optimizer=keras.optimizers.Adam(1e-3))
+        runs[name] = (m, lambda: data["train"].to_tf_dataset(args.batch_size, shuffle=True, repeat=True))
+    times = results_io.seconds_per_step(runs, steps=args.cost_steps)
+    return {"column_weights": size, "tasks": len(dataset.tasks()), "intrinsic_dim": args.cost_dim[0],
+            "task_dim": args.cost_dim[1], "seconds_per_step": times, "ratio": times["subspace"] / times["plain"]}
+
+
+def first_reaching(points, target):
+    """The smallest x whose mean accuracy reaches ``target`` (points: [(x, mean)]), or None."""
+    reached = [x for x, mean in sorted(points) if mean >= target]
+    return reached[0] if reached else None
+
+
+def summarise(results, tasks, seeds) -> dict:
+    full = {t: float(np.mean([results["full"][s]["accuracy"][t] for s in seeds])) for t in tasks}
+    full_mean = float(np.mean(list(full.values())))
+    single_curve = {}
+    for d, by_seed in results["single"].items():
+        per_task = {t: [by_seed[s]["accuracy"][t] for s in seeds] for t in tasks}
+        single_curve[d] = {t: float(np.mean(v)) for t, v in per_task.items()}
+    d_int90 = {t: first_reaching([(int(d), c[t]) for d, c in single_curve.items()], 0.9 * full[t]) for t in tasks}
+    multi_curve = {}
+    for key, by_seed in results["multi"].items():
+        l, k = (int(x) for x in key.split("x"))
+        means = [float(np.mean([by_seed[s]["accuracy"][t] for t in tasks])) for s in seeds]
+        multi_curve[key] = {"l": l, "k": k, "aid": l * k / len(tasks) + k, "mean": float(np.mean(means)),
+                            "std": float(np.std(means))}
+    aid90 = first_reaching([(c["aid"], c["mean"]) for c in multi_curve.values()], 0.9 * full_mean)
+    reached = [v for v in d_int90.values() if v is not None]
+    return {"full": full, "full_mean": full_mean, "single_curve": single_curve, "d_int90": d_int90,
+            "mean_d_int90": float(np.mean(reached)) if len(reached) == len(tasks) else None,
+            "multi_curve": multi_curve, "aid90": aid90}
+
+
+def markdown(report) -> str:
+    s, c = report["summary"], report["config"]
+    lines = [
+        "# Intrinsic dimension on permuted MNIST", "",
+        f"{len(c['tasks'])} tasks x {c['examples_per_task']} training images, MLP column 784 -> {c['units']} -> 10 "
+        f"({s['column_weights']:,} weights), seeds {c['seeds']}, Kronecker expansion, Adam, best validation epoch of "
+        f"at most {c['epochs']}. Reproduce: `python bench/intrinsic_dim.py`.", "",
+        f"Full models: mean test accuracy {100 * s['full_mean']:.2f} %; 90 % of it: {90 * s['full_mean']:.2f} %.", "",
+        "## Single-task subspace training (theta_t = theta_0 + P w_t)", "",
+        "| d | " + " | ".join(c["tasks"]) + " | mean |", "| ---: |" + " ---: |" * (len(c["tasks"]) + 1)]
+    for d, curve in sorted(s["single_curve"].items(), key=lambda kv: int(kv[0])):
+        values = [100 * curve[t] for t in c["tasks"]]
+        lines.append(f"| {d} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {np.mean(values):.1f} |")
+    lines += ["", "d_int90 per task: " + ", ".join(f"{t} {v}" for t, v in s["d_int90"].items())
+              + f"; mean {s['mean_d_int90']}.", "",
+              "## Multi-task subspace training (theta_t = theta_0 + P Q alpha_t)", "",
+              "| l | k | AID = lk/T + k | mean test acc % (± std over seeds) |", "| ---: | ---: | ---: | ---: |"]
+    for curve in sorted(s["multi_curve"].values(), key=lambda c: c["aid"]):
+        accuracy = f"{100 * curve['mean']:.2f} ± {100 * curve['std']:.2f}"
+        lines.append(f"| {curve['l']} | {curve['k']} | {curve['aid']:.1f} | {accuracy} |")
+    lines += ["", f"AID_90 = {s['aid90']}; mean single-task d_int90 = {s['mean_d_int90']}"
+              + (f"; ratio {s['aid90'] / s['mean_d_int90']:.3f}." if s["aid90"] and s["mean_d_int90"] else "."), ""]
+    cost = report.get("step_cost")
+    if cost:
+        t = cost["seconds_per_step"]
+        lines += ["## Cost of a training step", "",
+                  f"{cost['tasks']} columns of {cost['column_weights']:,} weights, batch {c['batch_size']}, l = "
+                  f"{cost['intrinsic_dim']}, k = {cost['task_dim']}: subspace {1000 * t['subspace']:.2f} ms against "
+                  f"plain {1000 * t['plain']:.2f} ms per step, ratio {cost['ratio']:.2f} (median of 3 alternating rounds).", ""]
+    return "\n".join(lines)
+
+
+def plot(report, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, tasks, seeds = report["summary"], report["config"]["tasks"], report["config"]["seeds"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    dims = sorted(int(d) for d in report["results"]["single"])
+    per_seed = [[np.mean([report["results"]["single"][str(d)][str(s_)]["accuracy"][t] for t in tasks]) for s_ in seeds]
+                for d in dims]
+    axis.errorbar(dims, [100 * np.mean(v) for v in per_seed], yerr=[100 * np.std(v) for v in per_seed],
+                  marker="o", capsize=3, label="single-task: d per task")
+    multi = sorted(s["multi_curve"].values(), key=lambda c: c["aid"])
+    axis.errorbar([c["aid"] for c in multi], [100 * c["mean"] for c in multi], yerr=[100 * c["std"] for c in multi],
+                  marker="s", capsize=3, label="multi-task: AID = lk/T + k")
+    axis.axhline(90 * s["full_mean"], color="grey", linestyle="--", label="90 % of full")
+    axis.set_xscale("log")
+    axis.set_xlabel("free parameters per task")
+    axis.set_ylabel("mean test accuracy %")
+    axis.set_title("Permuted MNIST, 10 tasks")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 tasks, 200 images each, 1 seed, 2 epochs; nothing written")
+    parser.add_argument("--dataset", default="permuted_mnist")
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--examples-per-task", type=int, default=1000)
+    parser.add_argument("--units", type=int, nargs="+", default=[64])
+    parser.add_argument("--dims", default="25,50,100,200,400,800,1600", help="single-task subspace dimensions d")
+    parser.add_argument("--multi", default="200x4,400x4,400x8,800x8,800x16,1600x16,1600x32",
+                        help="multi-task (l x k) pairs")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--full-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--cost-units", type=int, default=128, help="column width for the step-cost run (D ~ 10^5)")
+    parser.add_argument("--cost-dim", default="1000x16", help="l x k of the step-cost run")
+    parser.add_argument("--cost-steps", type=int, default=50)
+    parser.add_argument("--out", default=str(RESULTS / "intrinsic_dim"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.examples_per_task, args.seeds, args.epochs = 3, 200, "0", 2
+        args.dims, args.multi, args.cost_units, args.cost_steps = "20,80", "40x4", 16, 5
+    args.units = tuple(args.units)
+    args.cost_dim = tuple(int(x) for x in args.cost_dim.split("x"))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    dataset = load_dataset(args.dataset, num_tasks=args.tasks, examples_per_task=args.examples_per_task,
+                           heldout_per_task=min(1000, 10000 // args.tasks))
+    data = {split: dataset.load(split) for split in ("train", "validation", "test")}
+    tasks = [t.name for t in dataset.tasks()]
+    plan = [("full", None)] + [("single", int(d)) for d in args.dims.split(",")] + [
+        ("multi", tuple(int(x) for x in pair.split("x"))) for pair in args.multi.split(",")]
+    results = {"full": {}, "single": {}, "multi": {}}
+    for kind, value in plan:
+        key = "" if value is None else (str(value) if kind == "single" else f"{value[0]}x{value[1]}")
+        for seed in seeds:
+            outcome = run_config(kind, value, dataset, data, args, seed)
+            target = results[kind] if kind == "full" else results[kind].setdefault(key, {})
+            target[str(seed)] = outcome
+            mean = np.mean(list(outcome["accuracy"].values()))
+            print(f"{kind} {key} seed={seed}: mean test accuracy {100 * mean:.2f} % ({outcome['seconds']:.0f} s)",
+                  flush=True)
+    summary = summarise({"full": results["full"], "single": results["single"], "multi": results["multi"]},
+                        tasks, [str(s) for s in seeds])
+    summary["column_weights"] = subspace.find_columns(build(dataset, args.units, intrinsic_dim=1)).expansion.size
+    report = {"config": {"dataset": args.dataset, "tasks": tasks, "examples_per_task": args.examples_per_task,
+                         "units": list(args.units), "seeds": seeds, "epochs": args.epochs, "batch_size": args.batch_size,
+                         "learning_rate": args.learning_rate, "full_learning_rate": args.full_learning_rate},
+              "machine": results_io.machine(), "results": results, "summary": summary,
+              "step_cost": step_cost(dataset, data, args)}
+    text = markdown(report)
+    print(text)
+    if not args.quick:
+        results_io.write(args.out, report, text)
+        plot(report, Path(args.out).with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
