@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from mtlzoo.layers.substitution import call_with  # noqa: F401  (re-exported by mtlzoo.muir)
 from mtlzoo.validation import positive_int
 
 
@@ -62,24 +63,6 @@ def split(kernel: np.ndarray, block_shape: Sequence[int]) -> np.ndarray:
     grid = np.transpose(grid, (*range(p), p + 2, p, p + 3, p + 1))
     return np.reshape(grid, (-1, m, n))
 
-
-
-def call_with(model: keras.Model, generated: list, inputs, training):
-    """``model(inputs)`` with the kernels in ``generated`` substituted, updates kept.
-
-    A StatelessScope sees only its own mapping, so every other variable is mapped to its
-    current value too (inside an enclosing scope, as JAX training uses, that is the traced
-    value); state the call updates (dropout seeds, moving statistics) is written back after.
-    """
-    substituted = {id(v) for v, _ in generated}
-    others = [v for v in model.variables if id(v) not in substituted]
-    mapping = [(v, v.value) for v in others] + list(generated)
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        outputs = model(inputs, training=training)
-    for variable in others:
-        if not variable.trainable:
-            variable.assign(scope.get_current_value(variable))
-    return outputs
 
 
 @keras.saving.register_keras_serializable(package="mtlzoo")

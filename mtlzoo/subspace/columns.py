@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mtlzoo.muir.hypermodules import call_with
+from mtlzoo.layers.substitution import call_with
 from mtlzoo.subspace.expansions import Expansion
 from mtlzoo.validation import positive_int
 

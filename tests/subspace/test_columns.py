@@ -53,6 +53,14 @@ def test_each_task_runs_theta0_plus_p_q_alpha_and_only_q_and_alpha_train(task_di
     assert len({tuple(np.round(vectors[:, t], 6)) for t in range(3)}) == 3
 
 
+@pytest.mark.parametrize("weighting", ["mgda", "uncertainty"])
+def test_weighting_methods_train_the_subspace(weighting):
+    model = make()
+    model.compile(optimizer=keras.optimizers.Adam(0.05), weighting=weighting)
+    losses = model.fit({"x": X}, Y, epochs=4, batch_size=16, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
 def test_amortized_intrinsic_dimension_counts_shared_once():
     column_weights = 6 * 8 + 8 + 8 * 3 + 3  # the widest task has 3 outputs
     assert subspace.find_columns(make(4)).free_parameters() == {
