@@ -254,6 +254,7 @@ def trained():
     return models
 
 
+@pytest.mark.slow  # by default tests/layers round-trips the two layers in process; fresh processes here
 def test_keras_files_reload_bit_identically_in_a_fresh_process(tmp_path, run_python, trained):
     for architecture, (model, x) in trained.items():
         model.save(tmp_path / f"{architecture}.keras")

@@ -30,9 +30,8 @@ def trained_model(inputs, **params):
 
 @pytest.mark.parametrize(
     "inputs, params",
-    [({"features": (12,)}, {"shared_units": [16, 8], "head_units": [4]}),
-     ({"image": (10, 10, 1)}, {"filters": [4, 8], "shared_units": [8]})],
-    ids=["mlp", "cnn"],
+    [pytest.param({"features": (12,)}, {"shared_units": [16, 8], "head_units": [4]}, id="mlp"),
+     pytest.param({"image": (10, 10, 1)}, {"filters": [4, 8], "shared_units": [8]}, id="cnn", marks=pytest.mark.slow)],
 )
 def test_keras_file_reloads_bit_identically_in_a_fresh_process(tmp_path, run_python, inputs, params):
     model, x = trained_model(inputs, **params)
