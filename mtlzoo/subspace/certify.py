@@ -90,9 +90,9 @@ def certify(model: keras.Model, train: MultiTaskArrays, test: MultiTaskArrays | 
     counts = np.bincount(symbols, minlength=levels)
     cost = -np.log2(counts[symbols] / len(symbols))
     shared = int(np.prod(layer.shared_basis.shape)) if layer.task_dim is not None else 0
-    own = symbols[shared:].reshape(layer.num_tasks, -1)
+    own = symbols[shared:].reshape(layer.num_tasks, -1)  # each task's alpha_t (or w_t) symbols
     report["bits"]["shared_basis"] = float(cost[:shared].sum())
-    for name, task_cost in zip(report["tasks"], cost[shared:].reshape(layer.num_tasks, -1).sum(axis=1)):
+    for name, task_cost in zip(report["tasks"], cost[shared:].reshape(own.shape).sum(axis=1)):
         report["tasks"][name]["bits"] = float(task_cost)
     if layer.task_dim is None:
         report["single_task"] = {}

@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from mtlzoo.layers.substitution import call_with
+from mtlzoo.subspace.compression import nearest
 from mtlzoo.subspace.expansions import Expansion
 from mtlzoo.validation import positive_int
 
@@ -124,8 +125,7 @@ class SubspaceColumns(keras.layers.Layer):
         if self.levels is None:
             raise ValueError("SubspaceColumns.symbols: this layer has no codebook (levels=None).")
         values = np.concatenate([ops.convert_to_numpy(v).ravel() for v in self.free_variables()])
-        codebook = ops.convert_to_numpy(self.codebook)
-        return np.abs(values[:, None] - codebook).argmin(axis=-1)
+        return nearest(values, ops.convert_to_numpy(self.codebook))
 
     def free_parameters(self) -> dict:
         """The trained numbers: shared (l*k, or 0), per task (k, or l), and the amortized
