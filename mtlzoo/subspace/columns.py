@@ -136,21 +136,24 @@ class SubspaceColumns(keras.layers.Layer):
                 "column_weights": self.expansion.size}
 
     def subspace_vectors(self):
-        """(l, T): each task's point in the random subspace (Q alpha_t, or w_t)."""
+        """(T, l): each task's point in the random subspace (Q alpha_t, or w_t)."""
         free = [self._quantized(v) if self.levels is not None else v for v in self.free_variables()]
         if self.task_dim is None:
-            return ops.transpose(free[0])
-        return ops.matmul(free[0], ops.transpose(free[1]))
+            return free[0]
+        return ops.matmul(free[1], ops.transpose(free[0]))
 
     def task_weights(self) -> list[list]:
         """theta_t for every task, as ``[[value per template weight] per task]``."""
-        offsets = np.cumsum([0] + [int(np.prod(v.shape)) for v in self.theta0])
+        sizes = [int(np.prod(v.shape)) for v in self.theta0]
         delta = self.expansion.apply(ops.cast(self.subspace_vectors(), "float32"))
-        return [
-            [v.value + ops.cast(ops.reshape(delta[a:b, t], v.shape), v.dtype)
-             for v, a, b in zip(self.theta0, offsets[:-1], offsets[1:])]
-            for t in range(self.num_tasks)
+        # One split, one broadcast add and one unstack per variable: their gradients are a concat
+        # and a stack, where slicing each task's piece out would add T full-size zero tensors.
+        pieces = ops.split(delta, np.cumsum(sizes)[:-1].tolist(), axis=1) if len(sizes) > 1 else [delta]
+        per_variable = [
+            ops.unstack(v.value + ops.cast(ops.reshape(piece, (self.num_tasks, *v.shape)), v.dtype), axis=0)
+            for v, piece in zip(self.theta0, pieces)
         ]
+        return [list(weights) for weights in zip(*per_variable)]
 
     def call(self, x, training=None):
         outputs = []

@@ -9,7 +9,7 @@ without ever forming P for the sparse and Kronecker kinds, so D can run to the m
   with Q1 (D1 x d1) and Q2 (D2 x d2) Gaussian matrices orthonormalised by QR, D1*D2 >= D and
   d1*d2 >= d (Lotfi et al., NeurIPS 2022, "PAC-Bayes Compression Bounds So Tight That They Can
   Explain Generalization"). Columns are orthonormal when D1*D2 = D and near it otherwise.
-  Memory O(D + sqrt(D d)); P @ W costs O(D (d1 + d2)) per column of W.
+  Memory O(D + sqrt(D d)); P w costs O(D (d1 + d2)) per vector w.
 - ``sparse``: each row of P has ``nonzeros`` entries +-s at random columns, s chosen so that
   columns have unit norm in expectation (a very sparse random projection; Li, Hastie & Church,
   KDD 2006). Memory O(D * nonzeros).
@@ -90,23 +90,52 @@ class Expansion:
         return np.kron(q1, q2)[rows, : self.dim]
 
     def apply(self, w):
-        """P @ w for w of shape (d, T) (or (d,)), in the backend's ops, float32."""
+        """P w for w of shape (d,), or for each row of w of shape (T, d): (D,) or (T, D), float32.
+
+        Rows, not columns, so that each task's D weights are contiguous: splitting them into
+        the network's variables is a cheap split whose gradient is a concat.
+        """
         vector = len(w.shape) == 1
-        w = ops.reshape(w, (self.dim, -1)) if vector else w
+        w = ops.reshape(w, (1, self.dim)) if vector else w
         # Converted on every call, not cached: a tensor made inside one traced function cannot
         # be used from another (inside a trace they are constants, made once).
         tensors = tuple(ops.convert_to_tensor(a, dtype="int32" if a.dtype.kind == "i" else "float32")
                         for a in self._arrays)
         if self.kind == "dense":
-            out = ops.matmul(tensors[0], w)
+            out = ops.matmul(w, ops.transpose(tensors[0]))
         elif self.kind == "sparse":
             columns, signs = tensors
-            out = ops.sum(ops.take(w, columns, axis=0) * signs[..., None], axis=1)
+            out = ops.sum(ops.take(w, columns, axis=1) * signs, axis=-1)
         else:
             q1, q2, rows = tensors
-            d1, d2 = q1.shape[1], q2.shape[1]
-            padded = ops.pad(w, [(0, d1 * d2 - self.dim), (0, 0)])
-            grid = ops.reshape(padded, (d1, d2, -1))
-            full = ops.einsum("ai,ijt,bj->abt", q1, grid, q2)
-            out = ops.take(ops.reshape(full, (q1.shape[0] * q2.shape[0], -1)), rows, axis=0)
+            (big1, d1), (big2, d2) = q1.shape, q2.shape
+            grid = ops.reshape(ops.pad(w, [(0, 0), (0, d1 * d2 - self.dim)]), (-1, d1, d2))
+            # Two matmuls, the small factor first: (T, d1, d2) -> (T, d1, D2) -> (T, D1, D2).
+            full = ops.matmul(q1, ops.matmul(grid, ops.transpose(q2)))
+            out = _permute(ops.reshape(full, (-1, big1 * big2)), rows, self._inverse_rows())
         return ops.reshape(out, (self.size,)) if vector else out
+
+    def _inverse_rows(self):
+        # Where each Kronecker row went, or D (a zero column the gradient appends) if it was cut.
+        rows = self._arrays[2]
+        inverse = np.full(self._arrays[0].shape[0] * self._arrays[1].shape[0], self.size, np.int32)
+        inverse[rows] = np.arange(self.size, dtype=np.int32)
+        return ops.convert_to_tensor(inverse, dtype="int32")
+
+
+def _permute(x, rows, inverse):
+    """``x[:, rows]``, rows distinct; its gradient is a gather by ``inverse``, not a scatter-add.
+
+    A gather's generic gradient accumulates into a zero tensor (a scatter-add, slow on CPU);
+    a permutation's transpose is just the inverse permutation.
+    """
+
+    @ops.custom_gradient
+    def permute(values):
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            return ops.take(ops.pad(upstream, [(0, 0), (0, 1)]), inverse, axis=1)
+
+        return ops.take(values, rows, axis=1), grad
+
+    return permute(x)

@@ -14,11 +14,11 @@ def test_the_matrix_free_product_is_the_dense_one(kind, size, dim):
     expansion = Expansion(kind, size, dim, seed=3)
     p = expansion.matrix()
     assert p.shape == (size, dim)
-    w = np.random.default_rng(0).normal(size=(dim, 3)).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(expansion.apply(w)), p @ w, atol=2e-6)
-    vector = keras.ops.convert_to_numpy(expansion.apply(w[:, 0]))
+    w = np.random.default_rng(0).normal(size=(3, dim)).astype("float32")  # three vectors, one per row
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(expansion.apply(w)), w @ p.T, atol=2e-6)
+    vector = keras.ops.convert_to_numpy(expansion.apply(w[0]))
     assert vector.shape == (size,)
-    np.testing.assert_allclose(vector, p @ w[:, 0], atol=2e-6)
+    np.testing.assert_allclose(vector, p @ w[0], atol=2e-6)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -43,11 +43,11 @@ def test_millions_of_weights_need_no_dense_matrix():
     kron, sparse = Expansion("kronecker", size, dim), Expansion("sparse", size, dim, nonzeros=2)
     assert kron.stored_values() < 1.1 * size  # the row permutation, plus two small factors
     assert sparse.stored_values() == 2 * 2 * size
-    w = np.zeros((dim, 2), "float32")
-    w[17, 1] = 1.0
-    column = keras.ops.convert_to_numpy(kron.apply(w))
-    assert column.shape == (size, 2) and not column[:, 0].any()
-    assert np.linalg.norm(column[:, 1]) == pytest.approx(1.0, abs=0.01)
+    w = np.zeros((2, dim), "float32")
+    w[1, 17] = 1.0
+    rows = keras.ops.convert_to_numpy(kron.apply(w))
+    assert rows.shape == (2, size) and not rows[0].any()
+    assert np.linalg.norm(rows[1]) == pytest.approx(1.0, abs=0.01)
 
 
 def test_bad_arguments_say_what_was_expected():
