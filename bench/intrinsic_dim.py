@@ -11,16 +11,21 @@ its own 1000 training images; every task has the same MLP column (784 -> units -
   (``task_dim=None``). d_int90 of a task: the smallest d whose test accuracy, averaged over the
   seeds, reaches 90 % of that task's full accuracy.
 - **Multi-task subspace**: theta_t = theta_0 + P Q alpha_t, Q (l x k) shared; amortized intrinsic
-  dimension AID = l k / T + k. AID_90: the smallest AID whose accuracy averaged over tasks and
-  seeds reaches 90 % of the full models' average.
-- **Step cost**: seconds per training step of the multi-task subspace model against the same
-  columns trained directly, side by side, with D ~ 10^5 per column (Kronecker expansion).
+  dimension AID = l k / T + k (``--multi 800x8``). Or hard sharing (``--multi hard:2000``): one
+  network for all tasks, hidden layers as the column's and one head per task, theta = theta_0 + P w
+  with w in R^l, AID = l / T. AID_90: the smallest AID whose accuracy averaged over tasks and seeds
+  reaches 90 % of the full models' average.
+- **Step cost** (``--cost-only``): seconds per training step of the multi-task subspace model
+  against the same columns trained directly, side by side, with D ~ 10^5 per column (Kronecker
+  expansion); written to its own results file.
 
 Every configuration trains with Adam for at most ``--epochs`` epochs, keeping the epoch with the
 best validation loss (1000 validation images per task); accuracy is on 1000 test images per task.
 
     python bench/intrinsic_dim.py            # 3 seeds; writes bench/results/intrinsic_dim.{json,md,png}
-    python bench/intrinsic_dim.py --quick    # 3 tasks, 200 images each, 1 seed, 2 epochs: a smoke run
+    python bench/intrinsic_dim.py --dataset label_permuted_mnist --out bench/results/intrinsic_dim_labels
+    python bench/intrinsic_dim.py --cost-only --out bench/results/subspace_step_cost
+    python bench/intrinsic_dim.py --quick    # 3 tasks, 100 images each, 1 seed, 2 epochs: a smoke run
 """
 
 from __future__ import annotations
@@ -51,12 +56,18 @@ def build(dataset, units, **params) -> keras.Model:
     return mtlzoo.create_model("subspace", dataset.tasks(), dataset.input_spec(), units=units, **params)
 
 
-def fit_and_score(model, data, *, epochs, learning_rate, batch_size, seed) -> dict:
-    """Train on ``data["train"]`` keeping the best validation epoch; test accuracy per task."""
+def fit_and_score(model, data, *, epochs, learning_rate, batch_size, seed, patience, decay=False) -> dict:
+    """Train on ``data["train"]`` keeping the best validation epoch; test accuracy per task.
+
+    ``decay``: divide the learning rate by 3 whenever the validation loss has not improved for
+    ``patience // 3`` epochs.
+    """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    stop = keras.callbacks.EarlyStopping(patience=3, restore_best_weights=True)
+    callbacks = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
+    if decay:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=1 / 3, patience=max(1, patience // 3)))
     model.fit(data["train"].to_tf_dataset(batch_size, shuffle=True, seed=seed), epochs=epochs, shuffle=False,
-              validation_data=data["validation"].to_tf_dataset(1024), callbacks=[stop], verbose=0)
+              validation_data=data["validation"].to_tf_dataset(1024), callbacks=callbacks, verbose=0)
     return {task: 1.0 - error for task, (error, _) in task_errors(model, data["test"]).items()}
 
 
@@ -68,12 +79,16 @@ def run_config(kind, value, dataset, data, args, seed) -> dict:
     elif kind == "single":
         model = build(dataset, args.units, intrinsic_dim=value, task_dim=None, seed=seed)
         lr = args.learning_rate
+    elif kind == "hard":
+        model = build(dataset, args.units, intrinsic_dim=value, task_dim=None, sharing="hard", seed=seed)
+        lr = args.learning_rate
     else:
         l, k = value
         model = build(dataset, args.units, intrinsic_dim=l, task_dim=k, seed=seed)
         lr = args.learning_rate
     started = time.perf_counter()
-    accuracy = fit_and_score(model, data, epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, seed=seed)
+    accuracy = fit_and_score(model, data, epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, seed=seed,
+                             patience=args.patience)
     return {"accuracy": accuracy, "seconds": time.perf_counter() - started}
 
 
@@ -89,7 +104,7 @@ def step_cost(dataset, data, args) -> dict:
         m.compile(optimizer=keras.optimizers.Adam(1e-3))
         runs[name] = (m, lambda: data["train"].to_tf_dataset(args.batch_size, shuffle=True, repeat=True))
     times = results_io.seconds_per_step(runs, steps=args.cost_steps)
-    return {"column_weights": size, "tasks": len(dataset.tasks()), "intrinsic_dim": args.cost_dim[0],
+    return {"column_weights": size, "tasks": len(dataset.tasks()), "units": list(units), "intrinsic_dim": args.cost_dim[0],
             "task_dim": args.cost_dim[1], "seconds_per_step": times, "ratio": times["subspace"] / times["plain"]}
 
 
@@ -109,10 +124,11 @@ def summarise(results, tasks, seeds) -> dict:
     d_int90 = {t: first_reaching([(int(d), c[t]) for d, c in single_curve.items()], 0.9 * full[t]) for t in tasks}
     multi_curve = {}
     for key, by_seed in results["multi"].items():
-        l, k = (int(x) for x in key.split("x"))
+        hard = key.startswith("hard:")
+        l, k = (int(key[5:]), None) if hard else (int(x) for x in key.split("x"))
         means = [float(np.mean([by_seed[s]["accuracy"][t] for t in tasks])) for s in seeds]
-        multi_curve[key] = {"l": l, "k": k, "aid": l * k / len(tasks) + k, "mean": float(np.mean(means)),
-                            "std": float(np.std(means))}
+        multi_curve[key] = {"l": l, "k": k, "aid": l / len(tasks) if hard else l * k / len(tasks) + k,
+                            "mean": float(np.mean(means)), "std": float(np.std(means))}
     aid90 = first_reaching([(c["aid"], c["mean"]) for c in multi_curve.values()], 0.9 * full_mean)
     reached = [v for v in d_int90.values() if v is not None]
     return {"full": full, "full_mean": full_mean, "single_curve": single_curve, "d_int90": d_int90,
@@ -120,13 +136,23 @@ def summarise(results, tasks, seeds) -> dict:
             "multi_curve": multi_curve, "aid90": aid90}
 
 
+def cost_markdown(cost, batch_size, command) -> str:
+    t = cost["seconds_per_step"]
+    return "\n".join([
+        "# Cost of a training step in a random subspace", "",
+        f"{cost['tasks']} columns of {cost['column_weights']:,} weights (MLP 784 -> {cost['units']} -> 10), batch "
+        f"{batch_size}, l = {cost['intrinsic_dim']}, k = {cost['task_dim']}, Kronecker expansion: subspace "
+        f"{1000 * t['subspace']:.2f} ms against plain {1000 * t['plain']:.2f} ms per step (the same columns, every "
+        f"weight trained), ratio {cost['ratio']:.2f} (median of 3 alternating rounds). Reproduce: `{command}`.", ""])
+
+
 def markdown(report) -> str:
     s, c = report["summary"], report["config"]
     lines = [
-        "# Intrinsic dimension on permuted MNIST", "",
+        f"# Intrinsic dimension on {c['dataset']}", "",
         f"{len(c['tasks'])} tasks x {c['examples_per_task']} training images, MLP column 784 -> {c['units']} -> 10 "
         f"({s['column_weights']:,} weights), seeds {c['seeds']}, Kronecker expansion, Adam, best validation epoch of "
-        f"at most {c['epochs']}. Reproduce: `python bench/intrinsic_dim.py`.", "",
+        f"at most {c['epochs']} (patience {c['patience']}). Reproduce: `{c['command']}`.", "",
         f"Full models: mean test accuracy {100 * s['full_mean']:.2f} %; 90 % of it: {90 * s['full_mean']:.2f} %.", "",
         "## Single-task subspace training (theta_t = theta_0 + P w_t)", "",
         "| d | " + " | ".join(c["tasks"]) + " | mean |", "| ---: |" + " ---: |" * (len(c["tasks"]) + 1)]
@@ -135,20 +161,15 @@ def markdown(report) -> str:
         lines.append(f"| {d} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {np.mean(values):.1f} |")
     lines += ["", "d_int90 per task: " + ", ".join(f"{t} {v}" for t, v in s["d_int90"].items())
               + f"; mean {s['mean_d_int90']}.", "",
-              "## Multi-task subspace training (theta_t = theta_0 + P Q alpha_t)", "",
-              "| l | k | AID = lk/T + k | mean test acc % (± std over seeds) |", "| ---: | ---: | ---: | ---: |"]
+              "## Multi-task subspace training", "",
+              "Columns: theta_t = theta_0 + P Q alpha_t, AID = lk/T + k. Hard sharing (k = -): one network, "
+              "theta = theta_0 + P w, AID = l/T.", "",
+              "| l | k | AID | mean test acc % (± std over seeds) |", "| ---: | ---: | ---: | ---: |"]
     for curve in sorted(s["multi_curve"].values(), key=lambda c: c["aid"]):
         accuracy = f"{100 * curve['mean']:.2f} ± {100 * curve['std']:.2f}"
-        lines.append(f"| {curve['l']} | {curve['k']} | {curve['aid']:.1f} | {accuracy} |")
+        lines.append(f"| {curve['l']} | {curve['k'] or '-'} | {curve['aid']:.1f} | {accuracy} |")
     lines += ["", f"AID_90 = {s['aid90']}; mean single-task d_int90 = {s['mean_d_int90']}"
               + (f"; ratio {s['aid90'] / s['mean_d_int90']:.3f}." if s["aid90"] and s["mean_d_int90"] else "."), ""]
-    cost = report.get("step_cost")
-    if cost:
-        t = cost["seconds_per_step"]
-        lines += ["## Cost of a training step", "",
-                  f"{cost['tasks']} columns of {cost['column_weights']:,} weights, batch {c['batch_size']}, l = "
-                  f"{cost['intrinsic_dim']}, k = {cost['task_dim']}: subspace {1000 * t['subspace']:.2f} ms against "
-                  f"plain {1000 * t['plain']:.2f} ms per step, ratio {cost['ratio']:.2f} (median of 3 alternating rounds).", ""]
     return "\n".join(lines)
 
 
@@ -172,7 +193,7 @@ def plot(report, path) -> None:
     axis.set_xscale("log")
     axis.set_xlabel("free parameters per task")
     axis.set_ylabel("mean test accuracy %")
-    axis.set_title("Permuted MNIST, 10 tasks")
+    axis.set_title(f"{report['config']['dataset']}, {len(tasks)} tasks")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -180,13 +201,17 @@ def plot(report, path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 tasks, 200 images each, 1 seed, 2 epochs; nothing written")
+    parser.add_argument("--quick", action="store_true", help="3 tasks, 100 images each, 1 seed, 2 epochs; nothing written")
     parser.add_argument("--dataset", default="permuted_mnist")
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--examples-per-task", type=int, default=1000)
+    parser.add_argument("--heldout-per-task", type=int, default=1000, help="validation and test images per task")
     parser.add_argument("--units", type=int, nargs="+", default=[64])
     parser.add_argument("--dims", default="200,400,800", help="single-task subspace dimensions d")
-    parser.add_argument("--multi", default="400x4,800x8,1600x8", help="multi-task (l x k) pairs")
+    parser.add_argument("--multi", default="400x4,800x8,1600x8",
+                        help="multi-task runs: LxK (columns, l x k) or hard:L (one network)")
+    parser.add_argument("--patience", type=int, default=8, help="early-stopping patience, in epochs")
+    parser.add_argument("--cost-only", action="store_true", help="measure the step cost only")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -198,35 +223,46 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "intrinsic_dim"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.tasks, args.examples_per_task, args.seeds, args.epochs = 3, 200, "0", 2
-        args.dims, args.multi, args.cost_units, args.cost_steps = "20,80", "40x4", 16, 5
+        args.tasks, args.examples_per_task, args.heldout_per_task, args.seeds, args.epochs = 3, 100, 30, "0", 2
+        args.dims, args.multi, args.cost_units, args.cost_steps = "20,80", "40x4,hard:60", 16, 5
     args.units = tuple(args.units)
     args.cost_dim = tuple(int(x) for x in args.cost_dim.split("x"))
     seeds = [int(s) for s in args.seeds.split(",")]
     dataset = load_dataset(args.dataset, num_tasks=args.tasks, examples_per_task=args.examples_per_task,
-                           heldout_per_task=min(1000, 10000 // args.tasks))
+                           heldout_per_task=args.heldout_per_task)
     data = {split: dataset.load(split) for split in ("train", "validation", "test")}
     tasks = [t.name for t in dataset.tasks()]
-    plan = [("full", None)] + [("single", int(d)) for d in args.dims.split(",")] + [
-        ("multi", tuple(int(x) for x in pair.split("x"))) for pair in args.multi.split(",")]
+    command = " ".join(["python bench/intrinsic_dim.py", *(argv or sys.argv[1:])])
+    if args.cost_only:
+        cost = step_cost(dataset, data, args)
+        text = cost_markdown(cost, args.batch_size, command)
+        print(text)
+        if not args.quick:
+            results_io.write(args.out, {"machine": results_io.machine(), "batch_size": args.batch_size,
+                                        "command": command, "step_cost": cost}, text)
+        return 0
+    plan = [("full", None, "")] + [("single", int(d), d) for d in args.dims.split(",")] + [
+        ("hard", int(spec[5:]), spec) if spec.startswith("hard:") else ("multi", tuple(int(x) for x in spec.split("x")), spec)
+        for spec in args.multi.split(",")]
     results = {"full": {}, "single": {}, "multi": {}}
-    for kind, value in plan:
-        key = "" if value is None else (str(value) if kind == "single" else f"{value[0]}x{value[1]}")
+    for kind, value, key in plan:
         for seed in seeds:
             outcome = run_config(kind, value, dataset, data, args, seed)
-            target = results[kind] if kind == "full" else results[kind].setdefault(key, {})
+            group = "multi" if kind == "hard" else kind
+            target = results[group] if kind == "full" else results[group].setdefault(key, {})
             target[str(seed)] = outcome
             mean = np.mean(list(outcome["accuracy"].values()))
-            print(f"{kind} {key} seed={seed}: mean test accuracy {100 * mean:.2f} % ({outcome['seconds']:.0f} s)",
+            print(f"{group} {key} seed={seed}: mean test accuracy {100 * mean:.2f} % ({outcome['seconds']:.0f} s)",
                   flush=True)
     summary = summarise({"full": results["full"], "single": results["single"], "multi": results["multi"]},
                         tasks, [str(s) for s in seeds])
     summary["column_weights"] = subspace.find_columns(build(dataset, args.units, intrinsic_dim=1)).expansion.size
     report = {"config": {"dataset": args.dataset, "tasks": tasks, "examples_per_task": args.examples_per_task,
-                         "units": list(args.units), "seeds": seeds, "epochs": args.epochs, "batch_size": args.batch_size,
+                         "units": list(args.units), "seeds": seeds, "epochs": args.epochs, "patience": args.patience,
+                         "batch_size": args.batch_size,
+                         "command": command,
                          "learning_rate": args.learning_rate, "full_learning_rate": args.full_learning_rate},
-              "machine": results_io.machine(), "results": results, "summary": summary,
-              "step_cost": step_cost(dataset, data, args)}
+              "machine": results_io.machine(), "results": results, "summary": summary}
     text = markdown(report)
     print(text)
     if not args.quick:

@@ -104,3 +104,26 @@ def test_weighting_compare_quick_run_writes_a_comparison(tmp_path, data_dir):
     report = json.loads((tmp_path / "school" / "compare.json").read_text())
     assert report["weightings"] == ["unitary", "pcgrad"]
     assert (tmp_path / "school" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_intrinsic_dim_quick_runs_sweep_and_time_the_subspace(data_dir):
+    stdout = quick_run("intrinsic_dim.py")
+    rows = [line for line in stdout.splitlines() if " seed=0: mean test accuracy " in line]
+    assert [line.split(" seed=")[0] for line in rows] == ["full ", "single 20", "single 80", "multi 40x4", "multi hard:60"]
+    # The multi-task table gives each run its amortized dimension: 40*4/3 + 4 and 60/3.
+    table = [line.split("|")[1:4] for line in stdout.splitlines() if line.startswith("| 40 ") or line.startswith("| 60 ")]
+    assert [[cell.strip() for cell in row] for row in table] == [["60", "-", "20.0"], ["40", "4", "57.3"]]
+    cost = quick_run("intrinsic_dim.py", "--cost-only")
+    ratio = float(cost.split("ratio ")[1].split(" ")[0])
+    assert 0 < ratio < 20 and "subspace" in cost
+
+
+def test_subspace_bound_quick_run_bounds_every_model(data_dir):
+    stdout = quick_run("subspace_bound.py")
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "%" not in line and "---" not in line]
+    names = [row.split("|")[1].strip() for row in rows[1:]]
+    assert names == ["hard sharing, l = 60", "columns, l x k = 40x4", "single-task, d = 40"]
+    for row in rows[1:]:
+        bound, test_error = (float(cell.split("±")[0]) for cell in (row.split("|")[6], row.split("|")[5]))
+        assert test_error <= 100 and 0 < bound <= 100
+    assert "Best multi-task bound: " in stdout

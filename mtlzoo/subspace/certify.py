@@ -3,8 +3,8 @@
 ``certify(model, train, test)`` quantises Q and alpha (the free parameters) to a learned codebook
 of ``levels`` values, fine-tunes with the quantisation in the forward pass, arithmetic-codes the
 level indices (``compression.message_length``) and bounds the average test error over the tasks
-(``bounds.occam_bound``, n = every task's training examples together). For a model without a
-shared basis (``task_dim=None``: T single-task subspace models) it also codes each task's own
+(``bounds.occam_bound``, n = every task's training examples together). For a model with nothing
+shared (``task_dim=None`` columns: T single-task subspace models) it also codes each task's own
 coordinates and gives the T single-task bounds, each at confidence delta / T.
 """
 
@@ -89,12 +89,13 @@ def certify(model: keras.Model, train: MultiTaskArrays, test: MultiTaskArrays | 
     # Each symbol's share of the payload: its ideal code length under the coded counts.
     counts = np.bincount(symbols, minlength=levels)
     cost = -np.log2(counts[symbols] / len(symbols))
-    shared = int(np.prod(layer.shared_basis.shape)) if layer.task_dim is not None else 0
-    own = symbols[shared:].reshape(layer.num_tasks, -1)  # each task's alpha_t (or w_t) symbols
+    counts_by_kind = layer.free_parameters()
+    shared = counts_by_kind["shared"]
+    own = symbols[shared:].reshape(layer.num_tasks, counts_by_kind["per_task"])  # each task's alpha_t (or w_t)
     report["bits"]["shared_basis"] = float(cost[:shared].sum())
     for name, task_cost in zip(report["tasks"], cost[shared:].reshape(own.shape).sum(axis=1)):
         report["tasks"][name]["bits"] = float(task_cost)
-    if layer.task_dim is None:
+    if not shared:  # T independent single-task models
         report["single_task"] = {}
         for t, name in enumerate(report["tasks"]):
             bits = message_length(own[t], levels)["total"]
@@ -119,7 +120,8 @@ def format_report(report: dict) -> str:
         lines.append(f"{name:<12} {row['train_error']:>9.4f} {test_text} {row['bits']:>9.1f}")
     bits = report["bits"]
     if report["free_parameters"]["shared"]:
-        lines.append(f"{'shared basis Q':<32} {bits['shared_basis']:>9.1f}")
+        name = "shared w (one network)" if report["free_parameters"]["per_task"] == 0 else "shared basis Q"
+        lines.append(f"{name:<32} {bits['shared_basis']:>9.1f}")
     lines.append(f"{'header (L levels, counts)':<32} {bits['header']:>9d}")
     lines.append(f"{'message (arithmetic code)':<32} {bits['total']:>9d}")
     summary = (f"n = {report['n']}, delta = {report['delta']}: average train error {report['train_error']:.4f}, "

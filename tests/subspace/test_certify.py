@@ -18,10 +18,10 @@ def data():
     return dataset, dataset.load("train"), dataset.load("test")
 
 
-def trained(dataset, train, task_dim):
+def trained(dataset, train, task_dim, sharing="columns"):
     keras.utils.set_random_seed(0)
     model = mtlzoo.create_model("subspace", dataset.tasks(), dataset.input_spec(), units=(16,),
-                                intrinsic_dim=40, task_dim=task_dim)
+                                intrinsic_dim=40, task_dim=task_dim, sharing=sharing)
     model.compile(optimizer=keras.optimizers.Adam(0.02))
     model.fit(train.to_tf_dataset(60, shuffle=True), epochs=6, shuffle=False, verbose=0)
     return model
@@ -53,10 +53,10 @@ def test_the_quantized_model_is_what_its_symbols_and_codebook_say(data):
     assert all(not np.allclose(b, keras.ops.convert_to_numpy(v)) for b, v in zip(before, (layer.codebook, layer.shared_basis)))
 
 
-@pytest.mark.parametrize("task_dim", [4, None])
-def test_the_report_is_the_bound_of_the_scored_model(data, task_dim):
+@pytest.mark.parametrize("task_dim, sharing", [(4, "columns"), (None, "columns"), (None, "hard")])
+def test_the_report_is_the_bound_of_the_scored_model(data, task_dim, sharing):
     dataset, train, test = data
-    report = certify(trained(dataset, train, task_dim), train, test, levels=4, epochs=1)
+    report = certify(trained(dataset, train, task_dim, sharing), train, test, levels=4, epochs=1)
     bits = report["bits"]
     assert bits["total"] == bits["header"] + bits["payload"] and bits["entropy"] <= bits["payload"] <= bits["entropy"] + 2
     assert report["n"] == 180 and all(t["train_examples"] == 60 and t["test_examples"] == 30 for t in report["tasks"].values())
@@ -64,8 +64,13 @@ def test_the_report_is_the_bound_of_the_scored_model(data, task_dim):
     assert report["train_error"] == pytest.approx(mean)  # equal task sizes: the plain average
     assert report["bound"] == pytest.approx(occam_bound(report["train_error"], bits["total"], 180, 0.05))
     assert report["train_error"] <= report["bound"] <= 1.0
-    assert ("single_task" in report) == (task_dim is None)
-    if task_dim is None:
+    assert ("single_task" in report) == (task_dim is None and sharing == "columns")
+    # Every coded symbol is charged once: to Q (or the one network's w), or to its task.
+    task_bits = sum(t["bits"] for t in report["tasks"].values())
+    assert bits["shared_basis"] + task_bits == pytest.approx(bits["entropy"], rel=1e-9)
+    if sharing == "hard":
+        assert task_bits == 0 and report["free_parameters"]["shared"] == 40
+    if "single_task" in report:
         for name, single in report["single_task"].items():
             e = report["tasks"][name]["train_error"]
             assert single["bound"] == pytest.approx(occam_bound(e, single["bits"], 60, 0.05 / 3))

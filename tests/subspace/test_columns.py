@@ -83,6 +83,36 @@ def test_frozen_columns_answer_the_same_with_no_expansion_and_export(tmp_path):
     np.testing.assert_allclose(predict_exported(path, {"x": X[:5]})["digit"], want["digit"][:5], atol=1e-5)
 
 
+def test_hard_sharing_runs_one_network_whose_output_holds_every_task_side_by_side(tmp_path):
+    from mtlzoo.serving.export import export_saved_model, predict_exported
+
+    model = trained(make(task_dim=None, sharing="hard"))
+    layer = subspace.find_columns(model)
+    assert layer.column.outputs[0].shape[-1] == 3 + 1 + 1  # every task's outputs, not the widest
+    assert tuple(layer.coordinates.shape) == (1, 12)
+    assert layer.free_parameters() == {"shared": 12, "per_task": 0, "tasks": 3, "amortized": 4.0,
+                                       "column_weights": 6 * 8 + 8 + 8 * 5 + 5}
+    (weights,) = layer.task_weights()
+    flat = np.concatenate([keras.ops.convert_to_numpy(w).ravel() for w in weights])
+    flat0 = np.concatenate([keras.ops.convert_to_numpy(v).ravel() for v in layer.theta0])
+    np.testing.assert_allclose(flat, flat0 + layer.expansion.matrix() @ keras.ops.convert_to_numpy(layer.coordinates)[0],
+                               atol=1e-5)
+    # One plain network with theta written in answers every task from its own slice of the output.
+    plain = keras.models.clone_model(layer.column)
+    plain.set_weights([keras.ops.convert_to_numpy(w) for w in weights])
+    out = plain.predict(X, verbose=0)
+    want = model.predict({"x": X}, verbose=0)
+    for name, (start, stop) in {"digit": (0, 3), "ink": (3, 4), "odd": (4, 5)}.items():
+        np.testing.assert_allclose(want[name], out[:, start:stop], atol=1e-5)
+    frozen = subspace.freeze(model)
+    assert sum(isinstance(l, keras.Model) for l in frozen.layers) == 1
+    path = export_saved_model(model, tmp_path / "hard")
+    np.testing.assert_allclose(predict_exported(path, {"x": X[:5]})["ink"], want["ink"][:5], atol=1e-5)
+    model.save(tmp_path / "hard.keras")
+    again = keras.saving.load_model(tmp_path / "hard.keras")
+    np.testing.assert_array_equal(again.predict({"x": X[:8]}, verbose=0)["odd"], model.predict({"x": X[:8]}, verbose=0)["odd"])
+
+
 def test_keras_files_reload_bit_identically_in_this_process(tmp_path):
     model = trained(make(expansion="sparse", levels=5), epochs=1)
     model.save(tmp_path / "subspace.keras")
@@ -105,3 +135,10 @@ def test_bad_parameters_are_clear_errors():
         mtlzoo.create_model("subspace", TASKS, {"x": (6,)}, units=(8,), intrinsic_dim=1000)
     with pytest.raises(ValueError, match="task_dim must be a positive integer, got 0"):
         make(task_dim=0)
+    with pytest.raises(ValueError, match=r"sharing='hard' trains one network.*pass task_dim=None \(got task_dim=4\)"):
+        make(task_dim=4, sharing="hard")
+    with pytest.raises(ValueError, match="sharing must be 'columns' or 'hard', got 'soft'"):
+        make(sharing="soft")
+    column = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"one tensor of 3 features \(the largest of output_sizes\), got \[\(None, 2\)\]"):
+        subspace.SubspaceColumns(column, [3, 1], intrinsic_dim=4)

@@ -22,6 +22,21 @@ def test_the_matrix_free_product_is_the_dense_one(kind, size, dim):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size, dim", [(50, 7), (1000, 30)])
+def test_the_gradient_is_p_transposed_times_the_upstream(kind, size, dim):
+    import tensorflow as tf
+
+    expansion = Expansion(kind, size, dim, seed=2)
+    w = tf.Variable(np.random.default_rng(0).normal(size=(3, dim)).astype("float32"))
+    upstream = np.random.default_rng(1).normal(size=(3, size)).astype("float32")
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(expansion.apply(w) * upstream)
+    # Rows cut from the Kronecker product, and the permutation's inverse, must route every
+    # weight's gradient back to its own row and no other.
+    np.testing.assert_allclose(tape.gradient(out, w).numpy(), upstream @ expansion.matrix(), atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_p_is_regenerated_from_its_seed_and_has_unit_columns(kind):
     a, b, other = Expansion(kind, 400, 20, seed=5), Expansion(kind, 400, 20, seed=5), Expansion(kind, 400, 20, seed=6)
     np.testing.assert_array_equal(a.matrix(), b.matrix())
