@@ -103,9 +103,10 @@ def step_cost(dataset, data, args) -> dict:
     for name, m in (("plain", plain), ("subspace", model)):
         m.compile(optimizer=keras.optimizers.Adam(1e-3))
         runs[name] = (m, lambda: data["train"].to_tf_dataset(args.batch_size, shuffle=True, repeat=True))
-    times = results_io.seconds_per_step(runs, steps=args.cost_steps)
+    times = results_io.seconds_per_step(runs, steps=args.cost_steps, rounds=args.cost_rounds)
     return {"column_weights": size, "tasks": len(dataset.tasks()), "units": list(units), "intrinsic_dim": args.cost_dim[0],
-            "task_dim": args.cost_dim[1], "seconds_per_step": times, "ratio": times["subspace"] / times["plain"]}
+            "task_dim": args.cost_dim[1], "rounds": args.cost_rounds, "seconds_per_step": times,
+            "ratio": times["subspace"] / times["plain"]}
 
 
 def first_reaching(points, target):
@@ -143,7 +144,8 @@ def cost_markdown(cost, batch_size, command) -> str:
         f"{cost['tasks']} columns of {cost['column_weights']:,} weights (MLP 784 -> {cost['units']} -> 10), batch "
         f"{batch_size}, l = {cost['intrinsic_dim']}, k = {cost['task_dim']}, Kronecker expansion: subspace "
         f"{1000 * t['subspace']:.2f} ms against plain {1000 * t['plain']:.2f} ms per step (the same columns, every "
-        f"weight trained), ratio {cost['ratio']:.2f} (median of 3 alternating rounds). Reproduce: `{command}`.", ""])
+        f"weight trained), ratio {cost['ratio']:.2f} (medians of {cost['rounds']} alternating rounds). "
+        f"Reproduce: `{command}`.", ""])
 
 
 def markdown(report) -> str:
@@ -186,9 +188,12 @@ def plot(report, path) -> None:
                 for d in dims]
     axis.errorbar(dims, [100 * np.mean(v) for v in per_seed], yerr=[100 * np.std(v) for v in per_seed],
                   marker="o", capsize=3, label="single-task: d per task")
-    multi = sorted(s["multi_curve"].values(), key=lambda c: c["aid"])
-    axis.errorbar([c["aid"] for c in multi], [100 * c["mean"] for c in multi], yerr=[100 * c["std"] for c in multi],
-                  marker="s", capsize=3, label="multi-task: AID = lk/T + k")
+    for label, marker, hard in (("multi-task columns: AID = lk/T + k", "s", False),
+                                ("multi-task, hard sharing: AID = l/T", "^", True)):
+        multi = sorted((c for c in s["multi_curve"].values() if (c["k"] is None) == hard), key=lambda c: c["aid"])
+        if multi:
+            axis.errorbar([c["aid"] for c in multi], [100 * c["mean"] for c in multi],
+                          yerr=[100 * c["std"] for c in multi], marker=marker, capsize=3, label=label)
     axis.axhline(90 * s["full_mean"], color="grey", linestyle="--", label="90 % of full")
     axis.set_xscale("log")
     axis.set_xlabel("free parameters per task")
@@ -220,6 +225,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cost-units", type=int, default=128, help="column width for the step-cost run (D ~ 10^5)")
     parser.add_argument("--cost-dim", default="1000x16", help="l x k of the step-cost run")
     parser.add_argument("--cost-steps", type=int, default=50)
+    parser.add_argument("--cost-rounds", type=int, default=9, help="alternating timing rounds; the median is kept")
     parser.add_argument("--out", default=str(RESULTS / "intrinsic_dim"))
     args = parser.parse_args(argv)
     if args.quick:
