@@ -8,7 +8,7 @@ from harness import check_layer_round_trip
 from mtlzoo.layers import CrossStitch, MixtureOfExperts, PerTaskConv2D, PerTaskDense, ProgressiveLayeredExtraction
 from mtlzoo.layers.regularizers import GroupLasso
 from mtlzoo.muir import HypermoduleBank, Reparameterized
-from mtlzoo.subspace import SubspaceColumns, TakeFirst
+from mtlzoo.subspace import OutputSlice, SubspaceColumns
 
 RNG = np.random.default_rng(0)
 
@@ -38,7 +38,7 @@ CASES = {
     "Reparameterized": (lambda: Reparameterized(keras.layers.Dense(4), offset=1, block_shape=(2, 2)),
                         [vectors(1)[0][:, :4], RNG.normal(size=(5, 2, 2)).astype("float32")]),
     "SubspaceColumns": (subspace_columns, vectors(1)[0]),
-    "TakeFirst": (lambda: TakeFirst(2), vectors(1)[0]),
+    "OutputSlice": (lambda: OutputSlice(1, 2), vectors(1)[0]),
 }
 
 

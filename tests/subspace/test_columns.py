@@ -139,6 +139,8 @@ def test_bad_parameters_are_clear_errors():
         make(task_dim=4, sharing="hard")
     with pytest.raises(ValueError, match="sharing must be 'columns' or 'hard', got 'soft'"):
         make(sharing="soft")
+    with pytest.raises(ValueError, match="OutputSlice: start must be a non-negative integer, got -1"):
+        subspace.OutputSlice(-1, 2)
     column = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match=r"one tensor of 3 features \(the largest of output_sizes\), got \[\(None, 2\)\]"):
         subspace.SubspaceColumns(column, [3, 1], intrinsic_dim=4)
