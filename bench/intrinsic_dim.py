@@ -71,20 +71,24 @@ def fit_and_score(model, data, *, epochs, learning_rate, batch_size, seed, patie
     return {task: 1.0 - error for task, (error, _) in task_errors(model, data["test"]).items()}
 
 
-def run_config(kind, value, dataset, data, args, seed) -> dict:
+def subspace_params(spec: str) -> dict:
+    """The ``subspace`` parameters a run names: ``D`` (single-task, d per task), ``LxK`` (columns,
+    Q of l x k) or ``hard:L`` (one network)."""
+    if spec.startswith("hard:"):
+        return {"intrinsic_dim": int(spec[5:]), "task_dim": None, "sharing": "hard"}
+    if "x" in spec:
+        l, k = (int(x) for x in spec.split("x"))
+        return {"intrinsic_dim": l, "task_dim": k}
+    return {"intrinsic_dim": int(spec), "task_dim": None}
+
+
+def run_config(kind, spec, dataset, data, args, seed) -> dict:
     keras.utils.set_random_seed(seed)
     if kind == "full":
         model = subspace.freeze(build(dataset, args.units, task_dim=None, intrinsic_dim=1, seed=seed))
         lr = args.full_learning_rate
-    elif kind == "single":
-        model = build(dataset, args.units, intrinsic_dim=value, task_dim=None, seed=seed)
-        lr = args.learning_rate
-    elif kind == "hard":
-        model = build(dataset, args.units, intrinsic_dim=value, task_dim=None, sharing="hard", seed=seed)
-        lr = args.learning_rate
     else:
-        l, k = value
-        model = build(dataset, args.units, intrinsic_dim=l, task_dim=k, seed=seed)
+        model = build(dataset, args.units, seed=seed, **subspace_params(spec))
         lr = args.learning_rate
     started = time.perf_counter()
     accuracy = fit_and_score(model, data, epochs=args.epochs, learning_rate=lr, batch_size=args.batch_size, seed=seed,
@@ -125,10 +129,10 @@ def summarise(results, tasks, seeds) -> dict:
     d_int90 = {t: first_reaching([(int(d), c[t]) for d, c in single_curve.items()], 0.9 * full[t]) for t in tasks}
     multi_curve = {}
     for key, by_seed in results["multi"].items():
-        hard = key.startswith("hard:")
-        l, k = (int(key[5:]), None) if hard else (int(x) for x in key.split("x"))
+        params = subspace_params(key)
+        l, k = params["intrinsic_dim"], params["task_dim"]
         means = [float(np.mean([by_seed[s]["accuracy"][t] for t in tasks])) for s in seeds]
-        multi_curve[key] = {"l": l, "k": k, "aid": l / len(tasks) if hard else l * k / len(tasks) + k,
+        multi_curve[key] = {"l": l, "k": k, "aid": l / len(tasks) if k is None else l * k / len(tasks) + k,
                             "mean": float(np.mean(means)), "std": float(np.std(means))}
     aid90 = first_reaching([(c["aid"], c["mean"]) for c in multi_curve.values()], 0.9 * full_mean)
     reached = [v for v in d_int90.values() if v is not None]
@@ -247,15 +251,12 @@ def main(argv=None) -> int:
             results_io.write(args.out, {"machine": results_io.machine(), "batch_size": args.batch_size,
                                         "command": command, "step_cost": cost}, text)
         return 0
-    plan = [("full", None, "")] + [("single", int(d), d) for d in args.dims.split(",")] + [
-        ("hard", int(spec[5:]), spec) if spec.startswith("hard:") else ("multi", tuple(int(x) for x in spec.split("x")), spec)
-        for spec in args.multi.split(",")]
+    plan = [("full", "")] + [("single", d) for d in args.dims.split(",")] + [("multi", m) for m in args.multi.split(",")]
     results = {"full": {}, "single": {}, "multi": {}}
-    for kind, value, key in plan:
+    for group, key in plan:
         for seed in seeds:
-            outcome = run_config(kind, value, dataset, data, args, seed)
-            group = "multi" if kind == "hard" else kind
-            target = results[group] if kind == "full" else results[group].setdefault(key, {})
+            outcome = run_config(group, key, dataset, data, args, seed)
+            target = results[group] if group == "full" else results[group].setdefault(key, {})
             target[str(seed)] = outcome
             mean = np.mean(list(outcome["accuracy"].values()))
             print(f"{group} {key} seed={seed}: mean test accuracy {100 * mean:.2f} % ({outcome['seconds']:.0f} s)",

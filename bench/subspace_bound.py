@@ -41,14 +41,7 @@ RESULTS = REPO / "bench" / "results"
 
 def train(dataset, data, spec, args, seed) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    if spec.startswith("hard:"):
-        params = {"intrinsic_dim": int(spec[5:]), "task_dim": None, "sharing": "hard"}
-    elif "x" in spec:
-        l, k = (int(x) for x in spec.split("x"))
-        params = {"intrinsic_dim": l, "task_dim": k}
-    else:
-        params = {"intrinsic_dim": int(spec), "task_dim": None}
-    model = intrinsic_dim.build(dataset, args.units, seed=seed, **params)
+    model = intrinsic_dim.build(dataset, args.units, seed=seed, **intrinsic_dim.subspace_params(spec))
     intrinsic_dim.fit_and_score(model, data, epochs=args.epochs, learning_rate=args.learning_rate,
                                 batch_size=args.batch_size, seed=seed, patience=args.patience, decay=args.decay)
     return model
