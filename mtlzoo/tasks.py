@@ -2,8 +2,9 @@
 
 A task's *kind* fixes its output size, its default loss and its default metrics, so a
 model built for a set of tasks can be compiled with nothing but an optimizer.
-Every model output is a raw score (logits for the classification kinds), which is why
-the default losses and metrics are the ``from_logits`` variants.
+Every model output is a raw score (logits for the classification kinds, a risk score for
+survival, per-pixel logits for segmentation), which is why the default losses and metrics are
+the ``from_logits`` variants.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import keras
 
+from mtlzoo import segmentation, survival
 from mtlzoo.validation import is_int
 
-KINDS = ("classification", "binary", "multilabel", "regression")
+KINDS = ("classification", "binary", "multilabel", "regression", "survival", "segmentation")
+
+# Losses a recipe may name for the kinds that Keras has no loss for; the first is the default.
+_KIND_LOSSES = {
+    "survival": {"cox_efron": lambda: survival.CoxPartialLikelihood(ties="efron"),
+                 "cox_breslow": lambda: survival.CoxPartialLikelihood(ties="breslow")},
+    "segmentation": {"dice": lambda: segmentation.SoftDiceLoss(),
+                     "dice_bce": lambda: segmentation.SoftDiceLoss(cross_entropy=1.0)},
+}
 
 # Task names become Keras layer names, metric-name prefixes and SavedModel output keys,
 # so they must be plain identifiers that no Keras log key can collide with.
@@ -33,11 +43,16 @@ class Task:
     Args:
         name: identifier used as the output name (letters, digits, ``_``; starts with a letter).
         kind: ``"classification"`` (needs ``num_classes``), ``"binary"``, ``"multilabel"``
-            (needs ``num_classes``, the number of labels) or ``"regression"`` (``units`` outputs).
+            (needs ``num_classes``, the number of labels), ``"regression"`` (``units`` outputs),
+            ``"survival"`` (target ``(time, event)``, output one risk score; ``mtlzoo.survival``)
+            or ``"segmentation"`` (target a binary mask, output one logit per pixel;
+            ``mtlzoo.segmentation``).
         num_classes: classes or labels for the classification kinds.
         units: output dimension of a regression task.
         weight: static weight of this task's loss in the total loss (1.0: plain sum).
-        loss: optional Keras loss identifier overriding the kind's default.
+        loss: optional Keras loss identifier overriding the kind's default; survival tasks take
+            ``"cox_efron"`` (default) or ``"cox_breslow"``, segmentation tasks ``"dice"``
+            (default) or ``"dice_bce"`` (soft Dice plus pixel cross-entropy).
         metrics: optional Keras metric identifiers overriding the kind's defaults.
     """
 
@@ -76,7 +91,11 @@ class Task:
         if (isinstance(self.weight, bool) or not isinstance(self.weight, (int, float))
                 or not math.isfinite(self.weight) or self.weight < 0):
             raise ValueError(f"Task {self.name!r}: weight must be a finite number >= 0, got {self.weight!r}.")
-        if self.loss is not None:
+        if self.loss is not None and self.kind in _KIND_LOSSES:
+            if self.loss not in _KIND_LOSSES[self.kind]:
+                raise ValueError(f"Task {self.name!r}: unknown {self.kind} loss {self.loss!r}; expected one of "
+                                 f"{list(_KIND_LOSSES[self.kind])}.")
+        elif self.loss is not None:
             _check_identifier(self, "loss", self.loss, keras.losses.get, "'mse', 'mae', 'huber'")
         if self.metrics is not None:
             if isinstance(self.metrics, str):
@@ -96,6 +115,9 @@ class Task:
 
     def make_loss(self) -> keras.losses.Loss:
         """A fresh instance of this task's loss."""
+        if self.kind in _KIND_LOSSES:
+            options = _KIND_LOSSES[self.kind]
+            return options[self.loss or next(iter(options))]()
         if self.loss is not None:
             return keras.losses.get(self.loss)
         if self.kind == "classification":
@@ -110,6 +132,10 @@ class Task:
             return [keras.metrics.get(m) for m in self.metrics]
         if self.kind == "classification":
             return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if self.kind == "survival":
+            return [survival.ConcordanceIndex(name="c_index")]
+        if self.kind == "segmentation":
+            return [segmentation.Dice(name="dice"), segmentation.IoU(name="iou")]
         if self.kind == "binary":
             return [
                 keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import mtlzoo
 from mtlzoo.recipes.config import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,11 @@ def small_recipe(**kwargs):
 def write_recipe(path, raw):
     Path(path).write_text(yaml.safe_dump(raw))
     return path
+
+
+# Every architecture that predicts classification, binary and regression tasks (the zoo's
+# general-purpose ones; deep_mts, for segmentation and survival, has its own tests).
+GENERAL_ARCHITECTURES = mtlzoo.list_models(task_kinds=("classification", "binary", "regression"))
 
 
 def default_few(values, keep):

@@ -97,3 +97,17 @@ def test_subspace_example_runs(capsys):
     assert small.count("num_tasks=2") == 1 and "epochs=1, verbose=0" in small and "levels=4, epochs=1" in small
     exec(compile(small, "README.md", "exec"), {})
     assert "shared basis Q" in capsys.readouterr().out
+
+
+def test_survival_and_segmentation_example_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    source = code_block("Survival and segmentation", "python")
+    small = (source.replace('size=64, num_train=1024', 'size=16, num_train=24, num_validation=24, num_test=16')
+             .replace("filters=8, dense_layers=2", "filters=4, dense_layers=1, levels=2")
+             .replace("epochs=40", "epochs=1, verbose=0"))
+    assert small.count("size=16") == 1 and small.count("levels=2") == 1 and "verbose=0" in small
+    namespace = {}
+    exec(compile(small, "README.md", "exec"), namespace)
+    assert "c_index_low" in capsys.readouterr().out
+    assert namespace["fused_risk"].shape == (16,) and np.isfinite(namespace["fused_risk"]).all()
+    assert (tmp_path / "export" / "models" / "tumours" / "1" / "saved_model.pb").is_file()

@@ -29,11 +29,26 @@ class Heads(typing.NamedTuple):
 _RESERVED_PARAMS = ("inputs", "tasks")
 
 
+# Task kinds whose output is one vector per example: every dense task head predicts them.
+VECTOR_KINDS = ("classification", "binary", "multilabel", "regression", "survival")
+
+
 @dataclasses.dataclass(frozen=True)
 class ArchitectureEntry:
     name: str
     builder: Builder
     description: str
+    task_kinds: tuple[str, ...] = VECTOR_KINDS
+
+    def check_tasks(self, tasks) -> None:
+        """Raise ``ValueError`` for a task of a kind this architecture cannot predict."""
+        wrong = [f"{t.name!r} ({t.kind})" for t in tasks if t.kind not in self.task_kinds]
+        if wrong:
+            able = [n for n, e in sorted(_ARCHITECTURES.items()) if all(t.kind in e.task_kinds for t in tasks)]
+            raise ValueError(
+                f"Architecture {self.name!r} predicts tasks of kind {list(self.task_kinds)}, not {', '.join(wrong)}; "
+                f"architectures for these tasks: {able or 'none'}."
+            )
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The builder's tunable parameters (everything but ``inputs`` and ``tasks``)."""
@@ -44,12 +59,15 @@ class ArchitectureEntry:
 _ARCHITECTURES: dict[str, ArchitectureEntry] = {}
 
 
-def register_architecture(name: str, *, description: str | None = None):
+def register_architecture(name: str, *, description: str | None = None,
+                          task_kinds: tuple[str, ...] = VECTOR_KINDS):
     """Decorator registering a builder under ``name``.
 
     The builder must accept ``inputs`` (``{name: keras.Input}``) and ``tasks``
     (``tuple[Task, ...]``) and any number of keyword parameters with defaults, and return
-    ``{task_name: output_tensor}``.
+    ``{task_name: output_tensor}``. ``task_kinds`` are the task kinds it can predict (default:
+    every kind with one output vector per example; dense kinds like ``segmentation`` need an
+    architecture that declares them).
     """
 
     def decorator(builder: Builder) -> Builder:
@@ -59,15 +77,16 @@ def register_architecture(name: str, *, description: str | None = None):
         if name in _ARCHITECTURES and _ARCHITECTURES[name].builder is not builder:
             raise ValueError(f"Architecture {name!r} is already registered.")
         doc = description or (inspect.getdoc(builder) or "").split("\n")[0]
-        _ARCHITECTURES[name] = ArchitectureEntry(name, builder, doc)
+        _ARCHITECTURES[name] = ArchitectureEntry(name, builder, doc, tuple(task_kinds))
         return builder
 
     return decorator
 
 
-def list_architectures(pattern: str | None = None) -> list[str]:
-    """Registered architecture names, sorted, optionally filtered by a glob ``pattern``."""
-    names = sorted(_ARCHITECTURES)
+def list_architectures(pattern: str | None = None, *, task_kinds=None) -> list[str]:
+    """Registered architecture names, sorted, optionally filtered by a glob ``pattern`` and to
+    those that predict every kind in ``task_kinds``."""
+    names = sorted(n for n, e in _ARCHITECTURES.items() if all(k in e.task_kinds for k in task_kinds or ()))
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 

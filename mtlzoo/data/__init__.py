@@ -6,7 +6,8 @@ builders register with tensorflow-datasets when ``mtlzoo.data.tfds_builders`` is
 training, evaluation and export never need it.
 """
 
-from mtlzoo.data import dna_motif, kang, multi_mnist, permuted_mnist, school  # noqa: F401  (registration)
+from mtlzoo.data import dna_motif, kang, multi_mnist, permuted_mnist, school, tumour_survival  # noqa: F401  (registration)
+from mtlzoo.data import survival_tables  # noqa: F401  (registration)
 from mtlzoo.data.base import (
     DATA_DIR_ENV,
     Dataset,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtlzoo import survival
 from mtlzoo.data.base import MultiTaskArrays
 
 
@@ -11,7 +12,7 @@ from mtlzoo.data.base import MultiTaskArrays
 # "val_task_00_auc", "binary_accuracy", "mean_absolute_error".
 LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "msle", "mape", "crossentropy", "hinge", "divergence",
                    "kld", "poisson", "cosh")
-HIGHER_IS_BETTER = ("accuracy", "acc", "auc", "precision", "recall", "f1", "score", "r2", "iou")
+HIGHER_IS_BETTER = ("accuracy", "acc", "auc", "precision", "recall", "f1", "score", "r2", "iou", "dice", "c_index")
 
 
 def higher_is_better(metric: str) -> bool | None:
@@ -29,6 +30,8 @@ def evaluate(model, data: MultiTaskArrays, *, batch_size: int = 256) -> dict[str
     """``{task: {metric: value, "examples": n}}`` for every task of ``model``.
 
     Examples whose weight for a task is 0 (not labelled for it) do not count for that task.
+    A survival task also reports ``c_index_low`` and ``c_index_high``, the 95 % percentile
+    bootstrap interval of its C-index (1000 resamples of the labelled examples).
     """
     predictions = model.predict(dict(data.inputs), batch_size=batch_size, verbose=0)
     results = {}
@@ -38,6 +41,12 @@ def evaluate(model, data: MultiTaskArrays, *, batch_size: int = 256) -> dict[str
         for metric in task.make_metrics():
             metric.update_state(data.targets[task.name], predictions[task.name], sample_weight=weight)
             scores[metric.name] = float(metric.result())
+        if task.kind == "survival":
+            labelled = weight.reshape(-1) != 0
+            target = np.asarray(data.targets[task.name]).reshape(-1, 2)[labelled]
+            risk = np.asarray(predictions[task.name]).reshape(-1)[labelled]
+            _, scores["c_index_low"], scores["c_index_high"] = survival.concordance_interval(
+                target[:, 0], target[:, 1], risk)
         scores["examples"] = int(np.count_nonzero(weight))
         results[task.name] = scores
     return results
@@ -50,8 +59,9 @@ def mean_over_tasks(results: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    """A fixed-width table: one row per task, one column per metric, and the mean."""
-    metrics = sorted({m for scores in results.values() for m in scores if m != "examples"})
+    """A fixed-width table: one row per task, one column per metric (in the order the tasks
+    report them), and the mean."""
+    metrics = list(dict.fromkeys(m for scores in results.values() for m in scores if m != "examples"))
     width = max([len("task"), len("mean")] + [len(t) for t in results])
     header = f"{'task':<{width}}  " + "  ".join(f"{m:>10}" for m in metrics) + f"  {'examples':>8}"
     lines = [header, "-" * len(header)]

@@ -351,6 +351,7 @@ def create_model(
     entry = get_architecture(name)
     check_params(name, params)
     tasks = as_tasks(tasks)
+    entry.check_tasks(tasks)
     input_tensors, features = make_inputs(inputs)
     built = entry.builder(inputs=features, tasks=tasks, **params)
     outputs, shared = built if isinstance(built, Heads) else (built, None)

@@ -6,7 +6,9 @@
   so a model that rescales uint8 images itself is served raw images) and returns, for every
   task ``T``, its raw output ``T``; classification, binary and multilabel tasks also return
   ``T_probabilities`` (softmax or sigmoid) and ``T_class_ids`` (int64: the arg-max class, or
-  the 0/1 decision per label at probability 0.5).
+  the 0/1 decision per label at probability 0.5); a survival task also returns ``T_risk`` (one
+  risk score per example, higher: earlier events), a segmentation task ``T_probabilities``
+  (per pixel) and ``T_mask`` (int64 0/1 per pixel, at probability 0.5).
 - ``predict_<T>`` returns only task ``T``'s outputs, for clients that want one task.
 - ``assets.extra/tf_serving_warmup_requests`` holds PredictionLog records built from real
   inputs, which TF Serving replays before it declares the version available.
@@ -37,7 +39,7 @@ from mtlzoo.tasks import Task
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warmup records
-PROBABILITIES, CLASS_IDS = "_probabilities", "_class_ids"
+PROBABILITIES, CLASS_IDS, RISK, MASK = "_probabilities", "_class_ids", "_risk", "_mask"
 
 # Signature keys travel through TF Serving's REST JSON, gRPC maps and saved_model_cli, so keep
 # them to plain identifiers.
@@ -50,10 +52,21 @@ _KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # What the signatures contain
 
 
+def output_suffixes(task: Task) -> list[str]:
+    """What the export appends to ``task``'s name for each of its signature outputs."""
+    return {"regression": [""], "survival": ["", RISK], "segmentation": ["", PROBABILITIES, MASK]}.get(
+        task.kind, ["", PROBABILITIES, CLASS_IDS])
+
+
 def serving_outputs(task: Task, raw):
     """``{key: tensor}`` that the export returns for ``task`` given its raw output tensor."""
     outputs = {task.name: raw}
-    if task.kind == "classification":
+    if task.kind == "survival":
+        outputs[task.name + RISK] = raw[:, 0]
+    elif task.kind == "segmentation":
+        outputs[task.name + PROBABILITIES] = keras.ops.sigmoid(raw)
+        outputs[task.name + MASK] = keras.ops.cast(keras.ops.greater(raw, 0.0), "int64")
+    elif task.kind == "classification":
         outputs[task.name + PROBABILITIES] = keras.ops.softmax(raw, axis=-1)
         outputs[task.name + CLASS_IDS] = keras.ops.cast(keras.ops.argmax(raw, axis=-1), "int64")
     elif task.kind in ("binary", "multilabel"):
@@ -71,9 +84,7 @@ def serving_output_names(model: keras.Model) -> dict[str, list[str]]:
     names = {}
     for output in model.output:
         if output in tasks:
-            task = tasks[output]
-            suffixes = [""] if task.kind == "regression" else ["", PROBABILITIES, CLASS_IDS]
-            names[output] = [output + s for s in suffixes]
+            names[output] = [output + s for s in output_suffixes(tasks[output])]
         else:
             names[output] = [output]
     keys = [k for ks in names.values() for k in ks]
@@ -87,7 +98,7 @@ def serving_output_names(model: keras.Model) -> dict[str, list[str]]:
     if clashes:
         raise ExportError(
             f"Signature output key(s) {clashes} would be produced twice (a task named like another "
-            f"task's '{PROBABILITIES}' or '{CLASS_IDS}' output); rename the task."
+            f"task's '{PROBABILITIES}', '{CLASS_IDS}', '{RISK}' or '{MASK}' output); rename the task."
         )
     return names
 

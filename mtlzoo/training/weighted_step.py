@@ -121,6 +121,18 @@ def share_for_replicas(value):
     return value / _replicas()
 
 
+def gather_over_replicas(value):
+    """Every replica's ``value`` joined along axis 0 in replica order, inside a tf.distribute
+    step (else ``value`` itself). Differentiable: each replica's slice gets the gradient that
+    every replica's use of it sent back."""
+    if _replicas() == 1:
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return value if context is None else context.all_gather(value, axis=0)
+
+
 def unscale_for_replicas(value):
     return value * _replicas()
 

@@ -24,7 +24,7 @@ from mtlzoo.serving.export import (
 )
 from mtlzoo.tasks import Task
 from mtlzoo_client import ServingInputError
-from helpers import default_few
+from helpers import GENERAL_ARCHITECTURES, default_few
 
 TASKS = [Task("kind", "classification", num_classes=3), Task("score", "regression")]
 ALL_KINDS = [
@@ -132,7 +132,7 @@ print(json.dumps({"answers": answers, "replays": replays}))
 """
 
 
-@pytest.mark.parametrize("architecture", default_few(mtlzoo.list_models(), keep=("hard_sharing", "muir")))
+@pytest.mark.parametrize("architecture", default_few(GENERAL_ARCHITECTURES, keep=("hard_sharing", "muir")))
 def test_export_verified_as_tf_serving_reads_it(tmp_path, architecture):
     keras.utils.set_random_seed(0)
     model = mtlzoo.create_model(architecture, ALL_KINDS, {"features": (5,)})
@@ -315,3 +315,33 @@ def test_predict_exported_reads_rest_bodies_and_npz(tmp_path, model):
         bad.write_text(body)
         with pytest.raises(ExportError, match=message):
             read_request(bad)
+
+
+def test_survival_and_segmentation_exports_answer_risk_and_mask_for_the_fusion(tmp_path):
+    from mtlzoo import radiomics
+    from mtlzoo.data import load_dataset
+
+    dataset = load_dataset("tumour_survival", size=16, num_train=40, num_validation=2, num_test=8)
+    train, test = dataset.load("train"), dataset.load("test")
+    keras.utils.set_random_seed(0)
+    model = mtlzoo.create_model("deep_mts", dataset.tasks(), dataset.input_spec(), levels=2, filters=4,
+                                dense_growth=4, dense_layers=1)
+    path = export_saved_model(model, tmp_path / "tumours", warmup_inputs=dict(test.inputs))
+    got = predict_exported(path, dict(test.inputs))
+    assert sorted(got) == ["survival", "survival_risk", "tumour", "tumour_mask", "tumour_probabilities"]
+    raw = model.predict(dict(test.inputs), verbose=0)
+    np.testing.assert_allclose(got["survival_risk"], raw["survival"][:, 0], atol=1e-5)
+    assert got["survival_risk"].shape == (8,)
+    np.testing.assert_allclose(got["tumour_probabilities"], 1 / (1 + np.exp(-raw["tumour"])), atol=1e-5)
+    assert got["tumour_mask"].dtype == np.int64 and got["tumour_mask"].shape == (8, 16, 16, 1)
+    np.testing.assert_array_equal(got["tumour_mask"], (raw["tumour"] > 0).astype(np.int64))
+    # The second stage reads only the export's answers and the images the client sent.
+    train_answers = predict_exported(path, dict(train.inputs))
+    target = train.targets["survival"]
+    fusion = radiomics.RadiomicsCoxFusion(top_k=2).fit(
+        train_answers["survival_risk"], radiomics.feature_table(train.inputs["pet"], train.targets["tumour"]),
+        target[:, 0], target[:, 1])
+    fused = radiomics.fuse_answers(fusion, got, test.inputs["pet"], "survival")
+    expected = fusion.predict(got["survival_risk"], radiomics.feature_table(test.inputs["pet"], got["tumour_mask"]))
+    np.testing.assert_allclose(fused, expected)
+    assert fused.shape == (8,) and np.isfinite(fused).all()

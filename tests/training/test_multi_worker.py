@@ -12,9 +12,8 @@ import time
 import numpy as np
 import pytest
 
-import mtlzoo
 from conftest import REPO
-from helpers import small_recipe, small_recipe_dict, write_recipe
+from helpers import GENERAL_ARCHITECTURES, small_recipe, small_recipe_dict, write_recipe
 from mtlzoo.training import multi_worker, trainer
 from mtlzoo.training.strategies import make_strategy
 
@@ -117,7 +116,7 @@ def test_a_gradient_method_on_two_workers_equals_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("architecture", [name for name in mtlzoo.list_models() if name != "hard_sharing"])
+@pytest.mark.parametrize("architecture", [name for name in GENERAL_ARCHITECTURES if name != "hard_sharing"])
 def test_every_architecture_trains_on_two_workers(tmp_path, architecture):
     raw = small_recipe_dict(epochs=3)
     raw["architecture"] = {"name": architecture, "params": {}}

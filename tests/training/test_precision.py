@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import mtlzoo
-from helpers import default_few, small_recipe_dict
+from helpers import GENERAL_ARCHITECTURES, default_few, small_recipe_dict
 from mtlzoo.recipes.config import ConfigError, recipe_from_dict
 from mtlzoo.training import trainer
 
@@ -19,7 +19,7 @@ def recipe(architecture="hard_sharing", precision="mixed_float16", epochs=2):
     return recipe_from_dict(raw, source="test")
 
 
-@pytest.mark.parametrize("architecture", default_few(mtlzoo.list_models(), keep=("hard_sharing", "muir")))
+@pytest.mark.parametrize("architecture", default_few(GENERAL_ARCHITECTURES, keep=("hard_sharing", "muir")))
 def test_every_architecture_trains_in_mixed_float16_with_loss_scaling(tmp_path, architecture):
     model = trainer.train(recipe(architecture), tmp_path / "run", verbose=0)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
