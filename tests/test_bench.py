@@ -127,3 +127,22 @@ def test_subspace_bound_quick_run_bounds_every_model(data_dir):
         bound, test_error = (float(cell.split("±")[0]) for cell in (row.split("|")[6], row.split("|")[5]))
         assert test_error <= 100 and 0 < bound <= 100
     assert "Best multi-task bound: " in stdout
+
+
+def test_survival_tables_quick_run_scores_every_model_on_both_endpoints():
+    stdout = quick_run("survival_tables.py")
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in stdout.splitlines()
+            if line.startswith("| aids ") or line.startswith("| death ")}
+    assert sorted(rows) == ["aids", "death"]
+    for cells in rows.values():
+        assert len(cells) == 6  # coxph, single, multi and three paired differences
+        assert all(0.3 < float(cell.split("±")[0]) < 1.0 for cell in cells[:3])
+
+
+def test_deep_mts_quick_run_scores_segmentation_survival_fusion_and_cost():
+    stdout = quick_run("deep_mts.py")
+    row = next(line for line in stdout.splitlines() if line.startswith("| 0 "))
+    dice, deep, oracle, fused = (float(row.split("|")[i].split("(")[0]) for i in (2, 3, 4, 5))
+    assert 0 <= dice <= 1 and all(0 < c < 1 for c in (deep, oracle, fused)) and oracle > 0.6
+    ratio = float(stdout.split("**")[1].rstrip("×"))
+    assert 0.5 < ratio < 10

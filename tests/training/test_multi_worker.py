@@ -11,9 +11,11 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import REPO
 from helpers import GENERAL_ARCHITECTURES, small_recipe, small_recipe_dict, write_recipe
+from mtlzoo.recipes.config import recipe_from_dict
 from mtlzoo.training import multi_worker, trainer
 from mtlzoo.training.strategies import make_strategy
 
@@ -113,6 +115,26 @@ def test_a_gradient_method_on_two_workers_equals_one_process(tmp_path):
                         strategy="one_device", verbose=0)
     assert max_diff(worker_0, one.get_weights()) < 1e-5
     np.testing.assert_array_equal(one.weighting.methods[0].epochs_seen.numpy(), 4.0)  # per task
+
+
+@pytest.mark.slow
+def test_cox_risk_sets_span_both_workers(tmp_path):
+    # Two survival tasks: each worker's loss gathers the whole global batch, so the two workers
+    # take the one process's steps (the per-worker risk sets would not).
+    raw = yaml.safe_load((REPO / "zoo_configs" / "actg320_hard_sharing.yaml").read_text())
+    # SGD and no dropout: the Cox loss ignores the risk heads' biases, and Adam would blow up
+    # their float-rounding gradients; dropout masks differ between the workers and one process.
+    raw["training"].update(epochs=3, batch_size=256, shuffle=False, early_stopping=None, optimizer="sgd",
+                           learning_rate=0.05, weight_decay=0.0)
+    raw["architecture"]["params"]["dropout"] = 0.0
+    finish(start_workers(tmp_path, write_recipe(tmp_path / "recipe.yaml", raw), tmp_path / "run"))
+    worker_0 = weights(tmp_path / "weights_0.npz")
+    assert max_diff(worker_0, weights(tmp_path / "weights_1.npz")) == 0.0
+    one = trainer.train(recipe_from_dict(raw, source="test"), tmp_path / "one", strategy="one_device", verbose=0)
+    assert max_diff(worker_0, one.get_weights()) < 1e-5
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    one_history = json.loads((tmp_path / "one" / "history.json").read_text())
+    np.testing.assert_allclose(history["aids_c_index"], one_history["aids_c_index"], atol=1e-6)
 
 
 @pytest.mark.slow
