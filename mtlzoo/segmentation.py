@@ -21,6 +21,11 @@ SMOOTH = 1.0
 
 def _flat(y_true, y_pred):
     """Masks and logits as (N, pixels) float32."""
+    mask_shape, logit_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    spatial = logit_shape[1:-1] if logit_shape[-1:] == (1,) else logit_shape[1:]
+    if mask_shape[1:] not in (spatial, (*spatial, 1)) and None not in mask_shape[1:] + spatial:
+        raise ValueError(f"A segmentation mask must have the output's spatial shape {spatial} (with or without a "
+                         f"channel of 1); got mask shape {mask_shape} for output shape {logit_shape}.")
     n = ops.shape(y_pred)[0]
     return ops.reshape(ops.cast(y_true, "float32"), (n, -1)), ops.reshape(ops.cast(y_pred, "float32"), (n, -1))
 

@@ -36,7 +36,10 @@ TIES = ("efron", "breslow")
 
 
 def _split_target(y_true):
-    y_true = ops.cast(ops.reshape(y_true, (-1, 2)), "float32")
+    shape = tuple(getattr(y_true, "shape", np.shape(y_true)))
+    if len(shape) != 2 or shape[-1] not in (2, None):
+        raise ValueError(f"A survival target is (examples, 2) = (time, event) per example; got shape {shape}.")
+    y_true = ops.cast(y_true, "float32")
     return y_true[:, 0], y_true[:, 1]
 
 

@@ -56,6 +56,8 @@ def test_weights_drop_examples_and_empty_agreement_scores_one():
     empty = Dice()
     empty.update_state(np.zeros((1, 4, 4)), np.full((1, 4, 4, 1), -1.0))
     assert float(empty.result()) == 1.0
+    with pytest.raises(ValueError, match=r"spatial shape \(4, 4\).*got mask shape \(1, 4, 5\)"):
+        SoftDiceLoss()(np.zeros((1, 4, 5)), np.zeros((1, 4, 4, 1)))
     with pytest.raises(ValueError, match="cross_entropy must be a number >= 0"):
         SoftDiceLoss(cross_entropy=-1)
     with pytest.raises(ValueError, match="unknown segmentation loss 'mse'"):

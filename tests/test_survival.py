@@ -104,7 +104,11 @@ def test_weight_zero_drops_an_example_from_the_risk_sets_too():
     assert keras_value == pytest.approx(dropped, rel=1e-6)
 
 
-def test_unknown_ties_and_survival_task_losses_are_clear_errors():
+def test_unknown_ties_survival_losses_and_target_shapes_are_clear_errors():
+    with pytest.raises(ValueError, match=r"\(examples, 2\) = \(time, event\).*got shape \(4, 1\)"):
+        CoxPartialLikelihood()(np.ones((4, 1)), np.ones((4, 1)))
+    with pytest.raises(ValueError, match=r"got shape \(4,\)"):
+        ConcordanceIndex().update_state(np.ones(4), np.ones((4, 1)))
     with pytest.raises(ValueError, match="ties must be one of"):
         CoxPartialLikelihood(ties="exact")
     with pytest.raises(ValueError, match="unknown survival loss 'mse'"):

@@ -109,7 +109,8 @@ def save_preset(run_dir, preset_dir, *, split: str | None = None, baselines: Map
         "delta_m": _delta_m(metrics, baselines) if baselines else None,
         "parameters": int(model.count_params()),
         "versions": _versions(),
-        "training": {"seconds": run.get("train_seconds"), "epochs": run.get("epochs"),
+        # The epochs trained: fewer than the recipe's when early stopping ended the run.
+        "training": {"seconds": run.get("train_seconds"), "epochs": run.get("epochs_done", run.get("epochs")),
                      "backend": run.get("backend"), "strategy": run.get("strategy"),
                      "machine": run.get("machine"), "cpus": os.cpu_count()},
     })

@@ -52,9 +52,18 @@ def test_builds_mask_logits_and_a_risk_score(spec):
     assert model.architecture["name"] == "deep_mts"  # every layer explicitly named: rebuildable
 
 
-def test_default_model_size():
-    model = mtlzoo.create_model("deep_mts", TASKS, {"pet": (64, 64, 1), "ct": (64, 64, 1)})
-    assert model.count_params() == 559_683
+def test_the_densenet_runs_at_half_or_full_resolution():
+    images = {"pet": (64, 64, 1), "ct": (64, 64, 1)}
+    half = mtlzoo.create_model("deep_mts", TASKS, images)
+    full = mtlzoo.create_model("deep_mts", TASKS, images, dense_resolution="full")
+    assert half.get_layer("dense_stem_conv").output.shape[1:3] == (32, 32)
+    assert full.get_layer("dense_stem_conv").output.shape[1:3] == (64, 64)
+    # Both end at the U-Net bottleneck's resolution; the half one skips the first block.
+    assert half.get_layer("dense_out_relu").output.shape[1:3] == full.get_layer("dense_out_relu").output.shape[1:3]
+    assert "dense_3_0_conv" in {layer.name for layer in full.layers} - {layer.name for layer in half.layers}
+    assert full.count_params() == 559_683 and half.count_params() < full.count_params()
+    with pytest.raises(ValueError, match="dense_resolution must be 'half' or 'full'"):
+        mtlzoo.create_model("deep_mts", TASKS, images, dense_resolution="quarter")
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,8 @@ def test_shipped_presets_match_their_cards_on_the_fixtures_in_a_fresh_process(ru
     for name, card in shipped.items():
         assert sorted(measured[name]) == sorted(card["metrics"])
         for task, metrics in card["metrics"].items():
-            if card["dataset"] == "kang_synthetic":  # the fixtures hold the whole file: the card's exact numbers
+            # Generated data, or fixtures holding the whole file: the card's exact numbers.
+            if card["dataset"] in ("kang_synthetic", "tumour_survival"):
                 for metric, value in metrics.items():
                     assert measured[name][task][metric] == pytest.approx(value, abs=0.005), (name, task, metric)
             else:  # 200 of the card's 10000 test canvases: its accuracy up to sampling error (sd ~0.012)
