@@ -99,6 +99,7 @@ def test_subspace_example_runs(capsys):
     assert "shared basis Q" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # long for the default run; .ci/run runs the slow set
 def test_survival_and_segmentation_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     source = code_block("Survival and segmentation", "python")

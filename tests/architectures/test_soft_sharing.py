@@ -122,6 +122,7 @@ def test_soft_sharing_adds_the_penalty_and_pulls_the_columns_together():
     assert spread[0.0] > 0.8 and spread[1.0] < 0.3 * spread[0.0]
 
 
+@pytest.mark.slow  # long for the default run; .ci/run runs the slow set
 def test_group_lasso_on_a_plain_dense_model_selects_shared_features():
     # Three tasks that all depend on the first 2 of 8 features, from few noisy examples: least
     # squares spreads weight over the other 6 features, the penalty switches whole rows off.

@@ -72,6 +72,7 @@ def test_early_stopping_stops_restores_the_best_weights_and_logs_task_means(tmp_
     np.testing.assert_allclose(np.mean([logs[f"{t}_loss"] for t in TASKS]), history["mean_val_loss"][0], rtol=1e-5)
 
 
+@pytest.mark.slow  # long for the default run; .ci/run runs the slow set
 def test_a_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path):
     # Only the first epoch counts as an improvement: the run stops after epoch 4 (patience 3).
     recipe = small_recipe(epochs=20, shuffle=False, early_stopping={"patience": 3, "min_delta": 1e6})

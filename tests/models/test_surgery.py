@@ -65,6 +65,7 @@ def test_retask_errors_say_what_was_expected():
         finetune.freeze(columns)
 
 
+@pytest.mark.slow  # long for the default run; .ci/run runs the slow set
 def test_finetuning_the_multimnist_preset_beats_training_from_scratch(data_dir):
     preset = "multimnist_hard_sharing"
     card = mtlzoo.list_pretrained()[preset]

@@ -62,8 +62,8 @@ def test_mirrored_evaluation_c_index_is_the_whole_sets():
     assert scores["os_c_index"] == pytest.approx(concordance_index(y["os"][:, 0], y["os"][:, 1], risk), abs=1e-9)
 
 
-# A loss method, two gradient methods and a solver run by default; the rest in the slow set.
-QUICK = ("unitary", "uncertainty", "pcgrad", "nash_mtl")
+# The plain sum and a gradient method run by default; the rest in the slow set.
+QUICK = ("unitary", "pcgrad")
 
 
 @pytest.mark.parametrize("method", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow)
