@@ -15,8 +15,9 @@ risk set ``R = {j : t_j >= tau}``:
 where ``S_A = sum_{j in A} w_j exp(r_j)``. A batch without events has loss 0 (no information,
 no gradient). The risk sets are the batch, so the loss estimates the full-data partial
 likelihood better with larger batches; 64 or more examples per replica are a sensible floor.
-Under a ``tf.distribute`` strategy each replica's risk sets are its own slice of the batch: the
-gradient is the mean, over replicas, of each replica's Cox loss (tested against that formula).
+Under a ``tf.distribute`` strategy (``mirrored``, ``multi_worker``) every replica gathers the
+whole global batch, so the risk sets and the gradient are those of one-device training on that
+batch (tested); the C-index metric gathers likewise.
 
 **C-index.** Harrell's concordance: a pair ``(i, j)`` is comparable when ``i`` had an event
 and ``t_i < t_j``, or ``t_i == t_j`` and ``j`` was censored; it is concordant when
