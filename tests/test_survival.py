@@ -170,6 +170,7 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_data():
 
 
 
+@pytest.mark.slow  # a fresh JAX process (20 s); .ci/run runs the slow set
 def test_jax_computes_the_same_loss_metrics_and_training(run_python, tmp_path):
     _, eta, time, event = survival_data(7, n=90)
     np.savez(tmp_path / "survival.npz", time=time, event=event, eta=eta)

@@ -87,7 +87,7 @@ def test_models_trained_on_jax_load_in_tensorflow(tmp_path, run_python):
         y = {{"digit": rng.integers(0, 4, 32), "odd": rng.integers(0, 2, (32, 1)).astype("float32"),
               "size": rng.normal(size=(32, 2)).astype("float32")}}
         np.save("x.npy", x["image"])
-        for name in GENERAL_ARCHITECTURES:
+        for name in {GENERAL_ARCHITECTURES!r}:
             accepted = mtlzoo.architectures.registry.get_architecture(name).parameters()
             keras.utils.set_random_seed(0)
             model = mtlzoo.create_model(name, tasks, {{"image": (12, 12, 1)}},

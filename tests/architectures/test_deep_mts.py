@@ -123,6 +123,7 @@ def test_images_join_in_sorted_name_order():
     assert [t.name for t in joined.input] == ["ct", "pet"]
 
 
+@pytest.mark.slow  # trains the module's model (20 s); .ci/run runs the slow set
 def test_trains_with_the_default_losses(trained):
     _, _, history = trained
     for key in ("loss", "tumour_loss", "risk_loss"):
@@ -130,6 +131,7 @@ def test_trains_with_the_default_losses(trained):
         assert history[key][-1] < history[key][0], key
 
 
+@pytest.mark.slow  # trains the module's model (20 s); .ci/run runs the slow set
 def test_keras_file_reloads_with_identical_predictions(trained, tmp_path):
     model, x, _ = trained
     model.save(tmp_path / "deep_mts.keras")
@@ -140,6 +142,7 @@ def test_keras_file_reloads_with_identical_predictions(trained, tmp_path):
         np.testing.assert_array_equal(got[task], want[task], err_msg=task)
 
 
+@pytest.mark.slow  # trains the module's model (20 s); .ci/run runs the slow set
 def test_clinical_covariates_move_the_risk_only(trained):
     model, x, _ = trained
     shifted = {**x, "clinical": x["clinical"] + 1.0}
@@ -148,6 +151,7 @@ def test_clinical_covariates_move_the_risk_only(trained):
     assert not np.allclose(after["risk"], before["risk"])
 
 
+@pytest.mark.slow  # trains the module's model (20 s); .ci/run runs the slow set
 def test_risk_gradient_reaches_the_segmentation_path(trained):
     model, x, _ = trained
     # The mask head and the decoder feed the risk only through the DenseNet's probability input.
