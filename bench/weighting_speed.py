@@ -478,7 +478,9 @@ def main(argv=None) -> int:
     if args.warm_steps < 1 or args.steps < 1 or args.rounds < 1:
         parser.error("--steps, --warm-steps and --rounds must be at least 1")
     task_counts = [int(t) for t in args.tasks.split(",")]
-    methods = args.methods.split(",") if args.methods else weighting_lib.list_weightings()
+    # Every method but gradient-similarity gating, which needs auxiliary tasks (its cost is PCGrad's: one Gram matrix).
+    methods = args.methods.split(",") if args.methods else [
+        m for m in weighting_lib.list_weightings() if m != "gradient_similarity"]
     unknown = sorted(set(methods) - set(weighting_lib.list_weightings()))
     if unknown:
         parser.error(f"unknown weighting(s) {unknown}; registered: {weighting_lib.list_weightings()}")

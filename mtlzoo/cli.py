@@ -201,12 +201,14 @@ def _cmd_evaluate(args) -> int:
     recipe, model = trainer.load_run(args.run_dir)
     split = args.split or recipe.evaluation_split
     _check_split(recipe, split)
-    data = recipe.make_dataset().load_tasks(split, [t.name for t in model.tasks])
-    results = evaluation.evaluate(model, data, batch_size=args.batch_size)
+    data = recipe.make_dataset().load_tasks(split, model.tasks)
+    results, auxiliary = evaluation.by_role(evaluation.evaluate(model, data, batch_size=args.batch_size), model.tasks)
     report = {"split": split, "tasks": results, "mean": evaluation.mean_over_tasks(results)}
+    if auxiliary:
+        report["auxiliary"] = auxiliary
     io.write_json(Path(args.run_dir) / f"metrics_{split}.json", report)
     print(f"{recipe.name} on {recipe.dataset}/{split}:")
-    print(evaluation.format_table(results))
+    print(evaluation.format_table(results, auxiliary))
     return 0
 
 
@@ -237,17 +239,18 @@ def _cmd_bound(args) -> int:
 
 def _cmd_export(args) -> int:
     from mtlzoo import io
-    from mtlzoo.serving.export import export_saved_model
+    from mtlzoo.serving.export import export_saved_model, served_model
     from mtlzoo.training import trainer
 
     recipe, model = trainer.load_run(args.run_dir)
-    data = recipe.make_dataset().load_tasks(recipe.evaluation_split, [t.name for t in model.tasks])
+    data = recipe.make_dataset().load_tasks(recipe.evaluation_split, model.tasks)
     # Real inputs for the warmup records, and a ready-made request (TF Serving REST body) with
     # the answer the trained model gives to it, so any client can check the export end to end.
     warmup = {k: v[:WARMUP_EXAMPLES] for k, v in data.inputs.items()}
-    path = export_saved_model(model, args.export_base, args.version, overwrite=args.overwrite, warmup_inputs=warmup)
+    path = export_saved_model(model, args.export_base, args.version, overwrite=args.overwrite, warmup_inputs=warmup,
+                              include_auxiliary=args.include_auxiliary)
     inputs = {k: v[:SAMPLE_EXAMPLES] for k, v in data.inputs.items()}
-    expected = model.predict(inputs, verbose=0)
+    expected = (model if args.include_auxiliary else served_model(model)).predict(inputs, verbose=0)
     run_dir = Path(args.run_dir)
     io.write_json(
         run_dir / "request.json",
@@ -408,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("export_base", help="writes EXPORT_BASE/<version>/")
     p.add_argument("--version", type=_positive_int, default=None, help="default: next free version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--include-auxiliary", action="store_true",
+                   help="also serve the auxiliary and adversarial tasks (default: the main tasks only)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="answer inputs locally from an exported SavedModel")

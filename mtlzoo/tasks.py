@@ -5,6 +5,14 @@ model built for a set of tasks can be compiled with nothing but an optimizer.
 Every model output is a raw score (logits for the classification kinds, a risk score for
 survival, per-pixel logits for segmentation), which is why the default losses and metrics are
 the ``from_logits`` variants.
+
+A task's *role* says what it is trained for. ``main`` tasks are the product: exported, selected
+on and reported. ``auxiliary`` tasks only help the main ones: they train with the model but are
+left out of the export, early stopping and model selection, and their targets may exist at
+training time only (privileged information). ``adversarial`` tasks are predicted from the shared
+representation through a gradient reversal layer, so the trunk learns to hide what they predict
+(``mtlzoo.auxiliary``). A ``reconstruction`` task (always auxiliary) decodes a named input back
+from the shared representation; its target is that input.
 """
 
 from __future__ import annotations
@@ -17,10 +25,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import keras
 
-from mtlzoo import segmentation, survival
+from mtlzoo import reconstruction, segmentation, survival
 from mtlzoo.validation import is_int
 
-KINDS = ("classification", "binary", "multilabel", "regression", "survival", "segmentation")
+KINDS = ("classification", "binary", "multilabel", "regression", "survival", "segmentation", "reconstruction")
+ROLES = ("main", "auxiliary", "adversarial")
+REVERSAL_SCHEDULES = ("ramp", "constant")
+# What a task's loss divides its sample-weighted sum by (MultiTaskModel.compile).
+LOSS_NORMALIZATIONS = ("batch", "labelled")
 
 # Losses a recipe may name for the kinds that Keras has no loss for; the first is the default.
 _KIND_LOSSES = {
@@ -28,6 +40,7 @@ _KIND_LOSSES = {
                  "cox_breslow": lambda: survival.CoxPartialLikelihood(ties="breslow")},
     "segmentation": {"dice": lambda: segmentation.SoftDiceLoss(),
                      "dice_bce": lambda: segmentation.SoftDiceLoss(cross_entropy=1.0)},
+    "reconstruction": {name: (lambda name=name: reconstruction.make_loss(name)) for name in reconstruction.LOSSES},
 }
 
 # Task names become Keras layer names, metric-name prefixes and SavedModel output keys,
@@ -46,14 +59,26 @@ class Task:
             (needs ``num_classes``, the number of labels), ``"regression"`` (``units`` outputs),
             ``"survival"`` (target ``(time, event)``, output one risk score; ``mtlzoo.survival``)
             or ``"segmentation"`` (target a binary mask, output one logit per pixel;
-            ``mtlzoo.segmentation``).
+            ``mtlzoo.segmentation``) or ``"reconstruction"`` (needs ``input``; output and
+            target have that input's shape).
         num_classes: classes or labels for the classification kinds.
         units: output dimension of a regression task.
         weight: static weight of this task's loss in the total loss (1.0: plain sum).
         loss: optional Keras loss identifier overriding the kind's default; survival tasks take
             ``"cox_efron"`` (default) or ``"cox_breslow"``, segmentation tasks ``"dice"``
-            (default) or ``"dice_bce"`` (soft Dice plus pixel cross-entropy).
+            (default) or ``"dice_bce"`` (soft Dice plus pixel cross-entropy), reconstruction
+            tasks ``"mse"`` (default) or ``"cross_entropy"`` (``mtlzoo.reconstruction``).
         metrics: optional Keras metric identifiers overriding the kind's defaults.
+        role: ``"main"``, ``"auxiliary"`` or ``"adversarial"`` (see the module docstring);
+            default ``"main"``, and ``"auxiliary"`` for a reconstruction task (always auxiliary).
+        input: the model input a reconstruction task decodes.
+        head_units: hidden widths of the head ``create_model`` attaches to the shared
+            representation for an adversarial or reconstruction task (default ``(64,)`` for an
+            adversary, ``(256,)`` for a decoder).
+        reversal: how an adversarial task's gradient reversal strength moves over training:
+            ``"ramp"`` (default: ``2 / (1 + exp(-10 p)) - 1`` of the way ``p`` through training,
+            Ganin & Lempitsky 2015) or ``"constant"``.
+        reversal_strength: the largest reversal strength (default 1.0).
     """
 
     name: str
@@ -63,6 +88,11 @@ class Task:
     weight: float = 1.0
     loss: str | None = None
     metrics: tuple[str, ...] | None = None
+    role: str | None = None
+    input: str | None = None
+    head_units: tuple[int, ...] | None = None
+    reversal: str | None = None
+    reversal_strength: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -97,6 +127,7 @@ class Task:
                                  f"{list(_KIND_LOSSES[self.kind])}.")
         elif self.loss is not None:
             _check_identifier(self, "loss", self.loss, keras.losses.get, "'mse', 'mae', 'huber'")
+        self._check_role()
         if self.metrics is not None:
             if isinstance(self.metrics, str):
                 raise ValueError(f"Task {self.name!r}: metrics must be a list of names, got the string {self.metrics!r}.")
@@ -104,9 +135,43 @@ class Task:
             for metric in self.metrics:
                 _check_identifier(self, "metric", metric, keras.metrics.get, "'mae', 'accuracy', 'auc'")
 
+    def _check_role(self) -> None:
+        if self.role is None:
+            object.__setattr__(self, "role", _default_role(self.kind))
+        if self.role not in ROLES:
+            raise ValueError(f"Task {self.name!r}: unknown role {self.role!r}; expected one of {list(ROLES)}.")
+        if self.kind == "reconstruction":
+            if self.role != "auxiliary":
+                raise ValueError(f"Task {self.name!r}: a reconstruction task is auxiliary; got role {self.role!r}.")
+            if not isinstance(self.input, str) or not self.input:
+                raise ValueError(f"Task {self.name!r}: a reconstruction task needs input=, the name of the "
+                                 "model input it decodes.")
+        elif self.input is not None:
+            raise ValueError(f"Task {self.name!r}: input applies only to reconstruction tasks.")
+        if self.head_units is not None:
+            if isinstance(self.head_units, (str, bytes)) or not all(is_int(u) and u > 0 for u in self.head_units):
+                raise ValueError(f"Task {self.name!r}: head_units must be a list of positive integers, "
+                                 f"got {self.head_units!r}.")
+            if self.role != "adversarial" and self.kind != "reconstruction":
+                raise ValueError(f"Task {self.name!r}: head_units applies to adversarial and reconstruction "
+                                 "tasks (the architecture builds the other heads).")
+            object.__setattr__(self, "head_units", tuple(int(u) for u in self.head_units))
+        for field in ("reversal", "reversal_strength"):
+            if getattr(self, field) is not None and self.role != "adversarial":
+                raise ValueError(f"Task {self.name!r}: {field} applies only to adversarial tasks.")
+        if self.reversal is not None and self.reversal not in REVERSAL_SCHEDULES:
+            raise ValueError(f"Task {self.name!r}: unknown reversal {self.reversal!r}; expected one of "
+                             f"{list(REVERSAL_SCHEDULES)}.")
+        strength = self.reversal_strength
+        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                                     or not math.isfinite(strength) or strength < 0):
+            raise ValueError(f"Task {self.name!r}: reversal_strength must be a finite number >= 0, got {strength!r}.")
+
     @property
-    def output_size(self) -> int:
-        """Width of the model output for this task."""
+    def output_size(self) -> int | None:
+        """Width of the model output for this task (None for reconstruction: the input's shape)."""
+        if self.kind == "reconstruction":
+            return None
         if self.kind in ("classification", "multilabel"):
             return int(self.num_classes)
         if self.kind == "binary":
@@ -136,6 +201,8 @@ class Task:
             return [survival.ConcordanceIndex(name="c_index")]
         if self.kind == "segmentation":
             return [segmentation.Dice(name="dice"), segmentation.IoU(name="iou")]
+        if self.kind == "reconstruction":
+            return [reconstruction.make_metric(self.loss or "mse")]
         if self.kind == "binary":
             return [
                 keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
@@ -155,8 +222,15 @@ class Task:
 
     def get_config(self) -> dict[str, Any]:
         config = dataclasses.asdict(self)
-        if config["metrics"] is not None:
-            config["metrics"] = list(config["metrics"])
+        for key in ("metrics", "head_units"):
+            if config[key] is not None:
+                config[key] = list(config[key])
+        # Fields at their defaults are left out, so configs written before they existed match.
+        if config["role"] == _default_role(self.kind):
+            del config["role"]
+        for field in ("input", "head_units", "reversal", "reversal_strength"):
+            if config[field] is None:
+                del config[field]
         return config
 
     @classmethod
@@ -181,11 +255,23 @@ def as_tasks(tasks: Iterable[Task | Mapping[str, Any]]) -> tuple[Task, ...]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"Task names must be unique; repeated: {duplicates}.")
+    if not main_tasks(result):
+        raise ValueError(f"At least one task must have role 'main'; the tasks {names} are all auxiliary or "
+                         "adversarial, and those only help a main task.")
     return result
 
 
 def task_names(tasks: Sequence[Task]) -> list[str]:
     return [t.name for t in tasks]
+
+
+def main_tasks(tasks: Sequence[Task]) -> list[Task]:
+    """The tasks with role ``main``: what is exported, selected on and reported first."""
+    return [t for t in tasks if t.role == "main"]
+
+
+def _default_role(kind: str) -> str:
+    return "auxiliary" if kind == "reconstruction" else "main"
 
 
 def _check_identifier(task: Task, what: str, name, resolve, examples: str) -> None:

@@ -146,3 +146,13 @@ def test_deep_mts_quick_run_scores_segmentation_survival_fusion_and_cost():
     assert 0 <= dice <= 1 and all(0 < c < 1 for c in (deep, oracle, fused)) and oracle > 0.6
     ratio = float(stdout.split("**")[1].rstrip("×"))
     assert 0.5 < ratio < 10
+
+
+def test_auxiliary_quick_run_reports_both_studies(data_dir):
+    stdout = quick_run("auxiliary.py")
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "%" not in line.split("|")[1]]
+    arms = [row.split("|")[1].strip() for row in rows if row.split("|")[1].strip() not in ("arm", "---")]
+    assert arms == ["left alone", "+ right (auxiliary)", "+ reconstruction", "+ right, gated",
+                    "left alone", "+ right (adversarial)"]
+    probes = [float(line.split("probe on right ")[1]) for line in stdout.splitlines() if "probe on right" in line]
+    assert len(probes) == 2 and all(0 <= p <= 1 for p in probes)

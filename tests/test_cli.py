@@ -85,6 +85,7 @@ def test_train_evaluate_export_answer(tmp_path):
     assert sorted(response["predictions"][0]) == ["task_00", "task_01", "task_10", "task_20"]
 
 
+@pytest.mark.slow  # a fresh process per answer (12 s); .ci/run runs the slow set
 def test_answer_script_reports_a_mismatch(tmp_path):
     recipe = write_recipe(tmp_path / "recipe.yaml", small_recipe_dict(epochs=1, tasks=["task_05"]))
     run, base = tmp_path / "run", tmp_path / "models"

@@ -112,3 +112,16 @@ def test_survival_and_segmentation_example_runs(tmp_path, monkeypatch, capsys):
     assert "c_index_low" in capsys.readouterr().out
     assert namespace["fused_risk"].shape == (16,) and np.isfinite(namespace["fused_risk"]).all()
     assert (tmp_path / "export" / "models" / "tumours" / "1" / "saved_model.pb").is_file()
+
+
+def test_auxiliary_tasks_example_runs(tmp_path, monkeypatch, data_dir):
+    monkeypatch.chdir(tmp_path)
+    source = code_block("Auxiliary tasks", "python")
+    source = source.replace('load_dataset("multi_fashion")', 'load_dataset("multi_fashion", max_examples=300)')
+    source = source.replace("epochs=15", "epochs=1, verbose=0").replace("print(", "table = (")
+    namespace = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    assert namespace["train"].weights["left"].sum() == 6  # 2 % of 300
+    assert namespace["table"].index("left") < namespace["table"].index("auxiliary and adversarial") < \
+        namespace["table"].index("image_rec")
+    assert (tmp_path / "export" / "models" / "fashion_left" / "1" / "saved_model.pb").is_file()

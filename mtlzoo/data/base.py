@@ -1,9 +1,15 @@
 """The dataset contract every mtlzoo benchmark keeps.
 
 A dataset names its tasks and its inputs and loads a split as ``MultiTaskArrays``: named
-input arrays, one target array per task and one per-example weight per task.  A weight of
-0 marks an example that has no label for that task (for instance, benchmarks where every
-task has its own examples), so its loss and metrics ignore it.
+input arrays, one target array per task and one per-example weight per task.
+
+Partial labels: an example may lack the label of a task. A weight of 0 says so, and so do two
+marks in the targets, which ``MultiTaskArrays.checked`` (so every split training and evaluation
+read) turns into weight 0: a NaN anywhere in a float target, and a negative class in the
+integer target of a classification, binary or multilabel task (``-1``). Losses, metrics and
+every weighting method then ignore the example for that task (a task without a label in a
+batch is absent from that step). ``keep_labels`` keeps a seeded fraction of a task's labels,
+which a recipe asks for as ``data.label_fraction``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import fnmatch
 import inspect
 import numbers
 import os
-from typing import Callable, Mapping
+import zlib
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -69,27 +76,85 @@ class MultiTaskArrays:
             {n: self.weights[n] for n in task_names},
         )
 
-    def checked(self, split: str = "") -> "MultiTaskArrays":
-        """These arrays after a check for non-finite values, with unlabelled targets set to 0.
+    def checked(self, split: str = "", kinds: Mapping[str, str] | None = None) -> "MultiTaskArrays":
+        """These arrays with missing labels marked by weight 0 and their targets set to 0.
 
-        Raises ``DataIntegrityError`` naming the split, the array and the first non-finite
-        value in an input, a weight, or a target whose weight is not 0. An unlabelled
-        example's target may be anything (NaN is a common mark for a missing label); it is
+        A NaN in an example's target marks its label missing; so does a negative integer
+        target for tasks whose ``kinds`` entry is a class kind. Raises ``DataIntegrityError``
+        naming the split, the array and the first non-finite value in an input, a weight, or a
+        target that is not missing (an infinity). An unlabelled target may hold anything; it is
         replaced by 0, since a loss weighted by 0 would still turn NaN.
         """
         where = f"split {split!r}: " if split else ""
         for group, arrays in (("input", self.inputs), ("weight", self.weights)):
             for name, array in arrays.items():
                 _raise_if_not_finite(array, f"{where}{group} {name!r}")
-        targets = {}
+        targets, weights = {}, {}
         for name, target in self.targets.items():
             target = np.asarray(target)
-            if target.dtype.kind in "fc" and not np.isfinite(target).all():
-                labelled = (np.asarray(self.weights[name]) != 0).reshape((-1,) + (1,) * (target.ndim - 1))
+            weight = np.asarray(self.weights[name], dtype=np.float32)
+            missing = missing_labels(target, (kinds or {}).get(name))
+            if missing.any():
+                weight = np.where(missing, 0.0, weight).astype(np.float32)
+            labelled = (weight != 0).reshape((-1,) + (1,) * (target.ndim - 1))
+            if not labelled.all() and (missing.any() or (target.dtype.kind in "fc" and not np.isfinite(target).all())):
                 target = np.where(labelled, target, 0).astype(target.dtype)
-                _raise_if_not_finite(target, f"{where}target {name!r}")
-            targets[name] = target
-        return MultiTaskArrays(dict(self.inputs), targets, dict(self.weights))
+            _raise_if_not_finite(target, f"{where}target {name!r}")
+            targets[name], weights[name] = target, weight
+        return MultiTaskArrays(dict(self.inputs), targets, weights)
+
+    def keep_labels(self, fractions: Mapping[str, float], seed: int = 0) -> "MultiTaskArrays":
+        """The same examples with only ``round(fraction * labelled)`` of each named task's labels
+        kept (the rest get weight 0), chosen by ``seed`` and the task's name alone."""
+        weights = dict(self.weights)
+        for name, fraction in fractions.items():
+            if name not in weights:
+                raise KeyError(f"label_fraction names task {name!r}, which this data lacks; it has {sorted(weights)}.")
+            labelled = np.flatnonzero(np.asarray(weights[name]) != 0)
+            keep = int(round(float(fraction) * len(labelled)))
+            rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+            chosen = np.zeros(len(self), bool)
+            chosen[rng.choice(labelled, size=keep, replace=False)] = True
+            weights[name] = np.where(chosen, weights[name], 0.0).astype(np.float32)
+        return MultiTaskArrays(dict(self.inputs), dict(self.targets), weights)
+
+    def labelled_only(self) -> "MultiTaskArrays":
+        """The examples labelled for at least one task (training skips the others)."""
+        keep = np.zeros(len(self), bool)
+        for weight in self.weights.values():
+            keep |= np.asarray(weight) != 0
+        if keep.all():
+            return self
+        take = lambda arrays: {k: np.asarray(v)[keep] for k, v in arrays.items()}  # noqa: E731
+        return MultiTaskArrays(take(self.inputs), take(self.targets), take(self.weights))
+
+    def with_reconstruction(self, tasks: Sequence[Task], input_spec: Mapping) -> "MultiTaskArrays":
+        """These arrays plus the targets of ``tasks``' reconstruction tasks: the named input as
+        the model sees it (raw inputs times their ``scale``), labelled on every example."""
+        targets, weights = dict(self.targets), dict(self.weights)
+        for task in tasks:
+            if task.kind != "reconstruction":
+                continue
+            if task.input not in self.inputs:
+                raise KeyError(f"Reconstruction task {task.name!r} decodes input {task.input!r}; the data has "
+                               f"inputs {sorted(self.inputs)}.")
+            spec = input_spec.get(task.input)
+            scale = spec.get("scale") if isinstance(spec, Mapping) else None
+            value = np.asarray(self.inputs[task.input], dtype=np.float32)
+            targets[task.name] = value * np.float32(scale) if scale is not None else value
+            weights[task.name] = np.ones(len(self), np.float32)
+        return MultiTaskArrays(dict(self.inputs), targets, weights)
+
+    def with_absent(self, like: "MultiTaskArrays") -> "MultiTaskArrays":
+        """These arrays plus, for every task of ``like`` they lack, zero targets of its shape
+        with weight 0 (a privileged auxiliary target that a validation split does not have)."""
+        targets, weights = dict(self.targets), dict(self.weights)
+        for name, target in like.targets.items():
+            if name not in targets:
+                target = np.asarray(target)
+                targets[name] = np.zeros((len(self), *target.shape[1:]), target.dtype)
+                weights[name] = np.zeros(len(self), np.float32)
+        return MultiTaskArrays(dict(self.inputs), targets, weights)
 
     def to_tf_dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, repeat: bool = False,
                       first_batch: int = 0):
@@ -118,6 +183,21 @@ class MultiTaskArrays:
             batches = order(tf.constant(0, tf.int64)).skip(first_batch)
         gather = lambda indices: tf.nest.map_structure(lambda t: tf.gather(t, indices), tensors)  # noqa: E731
         return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+CLASS_KINDS = ("classification", "binary", "multilabel")
+
+
+def missing_labels(target, kind: str | None = None) -> np.ndarray:
+    """Per example, whether ``target`` marks its label missing: a NaN anywhere in it, or, for a
+    task of a class kind with integer targets, a negative value (``-1``)."""
+    target = np.asarray(target)
+    flat = target.reshape(len(target), -1)
+    if target.dtype.kind in "fc":
+        return np.isnan(flat).any(axis=1)
+    if target.dtype.kind in "iu" and kind in CLASS_KINDS:
+        return (flat < 0).any(axis=1)
+    return np.zeros(len(target), bool)
 
 
 def _raise_if_not_finite(array, what: str) -> None:
@@ -153,10 +233,24 @@ class Dataset:
     def load(self, split: str) -> MultiTaskArrays:
         raise NotImplementedError
 
-    def load_tasks(self, split: str, task_names) -> MultiTaskArrays:
-        """``load(split)`` cut to ``task_names``, checked for non-finite values (what training,
-        evaluation and export read)."""
-        return self.load(split).select(list(task_names)).checked(f"{self.name}/{split}")
+    def load_tasks(self, split: str, tasks) -> MultiTaskArrays:
+        """``load(split)`` cut to ``tasks`` (``Task`` objects or names of this dataset's tasks),
+        with missing labels marked and non-finite values refused (``MultiTaskArrays.checked``),
+        and reconstruction targets made from the inputs: what training, evaluation and export
+        read. An auxiliary task whose targets this split lacks (a privileged target, present
+        at training time only) is left out."""
+        own = {t.name: t for t in self.tasks()}
+        tasks = [own.get(t, t) if isinstance(t, str) else t for t in tasks]
+        data = self.load(split)
+        names, kinds = [], {}
+        for task in tasks:
+            if isinstance(task, str):  # not a task of this dataset: select() names what it has
+                names.append(task)
+            elif task.kind != "reconstruction" and (task.name in data.targets or task.role == "main"):
+                names.append(task.name)
+                kinds[task.name] = task.kind
+        checked = data.select(names).checked(f"{self.name}/{split}", kinds)
+        return checked.with_reconstruction([t for t in tasks if isinstance(t, Task)], self.input_spec())
 
     def check_split(self, split: str) -> None:
         if split not in self.splits:

@@ -42,7 +42,7 @@ from mtlzoo import evaluation, io
 from mtlzoo.errors import CompareError
 from mtlzoo.evaluation.report import write_results
 from mtlzoo.recipes.config import Recipe, recipe_from_dict
-from mtlzoo.tasks import Task
+from mtlzoo.tasks import Task, main_tasks
 
 SETTINGS_FILE = "compare_settings.json"
 RESULT_FILES = ("compare.json", "compare.md", "compare.png")
@@ -169,6 +169,9 @@ def _with(recipe: Recipe, *, weighting, seed: int, tasks: Sequence[str] | None =
     raw["training"]["seed"] = seed
     if tasks is not None:
         raw["tasks"] = [t for t in raw["tasks"] if t["name"] in tasks]
+        fractions = raw["data"].get("label_fraction", {})
+        for name in [n for n in fractions if n not in tasks]:
+            del fractions[name]
     return recipe_from_dict(raw, source=recipe.source)
 
 
@@ -183,11 +186,12 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 
 
 def _score(run_dir: Path, model, recipe: Recipe, eval_data) -> dict[str, Any]:
-    names = [t.name for t in recipe.tasks]
-    results = evaluation.evaluate(model, eval_data.select(names))
+    names = [t.name for t in recipe.tasks if t.name in eval_data.targets]
+    results, auxiliary = evaluation.by_role(evaluation.evaluate(model, eval_data.select(names)), recipe.tasks)
     mean = evaluation.mean_over_tasks(results)
     io.write_json(run_dir / f"metrics_{recipe.evaluation_split}.json",
-                  {"split": recipe.evaluation_split, "tasks": results, "mean": mean})
+                  {"split": recipe.evaluation_split, "tasks": results, "mean": mean,
+                   **({"auxiliary": auxiliary} if auxiliary else {})})
     run = json.loads((run_dir / "run.json").read_text())
     epochs = int(run.get("epochs_done") or run["epochs"])
     for task, scores in results.items():
@@ -197,6 +201,7 @@ def _score(run_dir: Path, model, recipe: Recipe, eval_data) -> dict[str, Any]:
     return {
         "seed": recipe.training.seed,
         "metrics": results,
+        **({"auxiliary": auxiliary} if auxiliary else {}),
         "mean": mean,
         "train_seconds": float(run["train_seconds"]),
         "epochs": epochs,
@@ -248,7 +253,8 @@ def compare(
         raise CompareError(f"epochs must be a positive integer, got {epochs!r}.")
     if single_task and baselines is not None:
         raise CompareError("Pass either single_task (train the baselines) or baselines (reuse them), not both.")
-    tasks = list(recipe.tasks)
+    # Δm, baselines and the per-task table are over the main tasks; the others train along.
+    tasks = main_tasks(recipe.tasks)
     want_delta = single_task or baselines is not None
     directions = metric_directions(tasks) if want_delta else None
     baseline_source = None
@@ -284,7 +290,7 @@ def compare(
     }
     io.write_json(out_dir / SETTINGS_FILE, settings)
 
-    eval_data = recipe.make_dataset().load_tasks(recipe.evaluation_split, [t.name for t in recipe.tasks])
+    eval_data = recipe.make_dataset().load_tasks(recipe.evaluation_split, recipe.tasks)
     total = len(plans) + len(single_plans)
     done = 0
 
@@ -307,7 +313,7 @@ def compare(
         seconds = time.perf_counter() - began
         elapsed = time.perf_counter() - started_all
         left = elapsed / done * (total - done)
-        main = task_metrics(run_recipe.tasks[0])[0]
+        main = task_metrics(main_tasks(run_recipe.tasks)[0])[0]
         summary = f"{seconds:.1f} s, mean {main} {result['mean'][main]:.4g}"
         eta = f" (elapsed {elapsed:.0f} s, about {left:.0f} s left)" if done < total else ""
         log(f"{prefix} done: {summary}{eta}" if verbose else f" {summary}{eta}", flush=True)

@@ -27,7 +27,8 @@ def higher_is_better(metric: str) -> bool | None:
 
 
 def evaluate(model, data: MultiTaskArrays, *, batch_size: int = 256) -> dict[str, dict[str, float]]:
-    """``{task: {metric: value, "examples": n}}`` for every task of ``model``.
+    """``{task: {metric: value, "examples": n}}`` for every task of ``model`` (an auxiliary
+    task only where ``data`` has its targets; ``by_role`` splits the result).
 
     Examples whose weight for a task is 0 (not labelled for it) do not count for that task.
     A survival task also reports ``c_index_low`` and ``c_index_high``, the 95 % percentile
@@ -36,6 +37,8 @@ def evaluate(model, data: MultiTaskArrays, *, batch_size: int = 256) -> dict[str
     predictions = model.predict(dict(data.inputs), batch_size=batch_size, verbose=0)
     results = {}
     for task in model.tasks:
+        if task.role != "main" and task.name not in data.targets:
+            continue  # a privileged target: there at training time only
         weight = np.asarray(data.weights[task.name], dtype="float32")
         scores = {}
         for metric in task.make_metrics():
@@ -52,25 +55,40 @@ def evaluate(model, data: MultiTaskArrays, *, batch_size: int = 256) -> dict[str
     return results
 
 
+def by_role(results: dict[str, dict[str, float]], tasks) -> tuple[dict, dict]:
+    """``(main, others)``: ``results`` of the main tasks, and of the auxiliary and adversarial
+    ones (reported apart: they are trained for the main tasks' sake, not served)."""
+    main = {t.name for t in tasks if t.role == "main"}
+    return ({k: v for k, v in results.items() if k in main}, {k: v for k, v in results.items() if k not in main})
+
+
 def mean_over_tasks(results: dict[str, dict[str, float]]) -> dict[str, float]:
     """The mean of each metric over the tasks that report it."""
     metrics = sorted({m for scores in results.values() for m in scores if m != "examples"})
     return {m: float(np.mean([s[m] for s in results.values() if m in s])) for m in metrics}
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
+def format_table(results: dict[str, dict[str, float]], auxiliary: dict[str, dict[str, float]] | None = None) -> str:
     """A fixed-width table: one row per task, one column per metric (in the order the tasks
-    report them), and the mean."""
-    metrics = list(dict.fromkeys(m for scores in results.values() for m in scores if m != "examples"))
-    width = max([len("task"), len("mean")] + [len(t) for t in results])
+    report them), and the mean; then the ``auxiliary`` (and adversarial) tasks' results, if
+    any, in a block of their own that the mean leaves out."""
+    every = {**results, **(auxiliary or {})}
+    metrics = list(dict.fromkeys(m for scores in every.values() for m in scores if m != "examples"))
+    width = max([len("task"), len("mean")] + [len(t) for t in every])
     header = f"{'task':<{width}}  " + "  ".join(f"{m:>10}" for m in metrics) + f"  {'examples':>8}"
-    lines = [header, "-" * len(header)]
-    for task, scores in results.items():
-        cells = "  ".join(f"{scores[m]:>10.4f}" if m in scores else f"{'':>10}" for m in metrics)
-        lines.append(f"{task:<{width}}  {cells}  {scores['examples']:>8d}")
+
+    def rows(block):
+        for task, scores in block.items():
+            cells = "  ".join(f"{scores[m]:>10.4f}" if m in scores else f"{'':>10}" for m in metrics)
+            yield f"{task:<{width}}  {cells}  {scores['examples']:>8d}"
+
+    lines = [header, "-" * len(header), *rows(results)]
     mean = mean_over_tasks(results)
     lines.append("-" * len(header))
-    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{mean[m]:>10.4f}" for m in metrics))
+    lines.append(f"{'mean':<{width}}  " + "  ".join(f"{mean[m]:>10.4f}" if m in mean else f"{'':>10}" for m in metrics))
+    if auxiliary:
+        lines += ["", "auxiliary and adversarial tasks (trained for the tasks above; not in the mean, not served):",
+                  *rows(auxiliary)]
     return "\n".join(lines)
 
 

@@ -105,6 +105,30 @@ def markdown(report: Mapping[str, Any]) -> str:
                   "(trails) unitary's by more than the larger of the two standard deviations; else tie."]
     lines += ["", "## Summary", "", summary_table(report), "", "## Per task", "",
               "The main metric of each task, mean ± std over seeds.", "", per_task_table(report), ""]
+    auxiliary = auxiliary_table(report)
+    if auxiliary:
+        lines += ["## Auxiliary and adversarial tasks", "",
+                  "Trained for the main tasks' sake: not in the means, Δm or the verdicts above, and not exported. "
+                  "Each task's first metric, mean ± std over seeds.", "", auxiliary, ""]
+    return "\n".join(lines)
+
+
+def auxiliary_table(report: Mapping[str, Any]) -> str:
+    """Markdown: the auxiliary and adversarial tasks' first metric per weighting ('' if none)."""
+    weightings = list(report["summary"])
+    seeds = {w: list(report["runs"][w].values()) for w in weightings}
+    names = list(dict.fromkeys(t for w in weightings for r in seeds[w] for t in r.get("auxiliary", {})))
+    if not names:
+        return ""
+    lines = ["| task | metric | " + " | ".join(weightings) + " |", "| --- | --- |" + " ---: |" * len(weightings)]
+    for task in names:
+        metric = next(m for r in seeds[weightings[0]] for m in r.get("auxiliary", {}).get(task, {}) if m != "examples")
+        cells = []
+        for w in weightings:
+            values = [r["auxiliary"][task][metric] for r in seeds[w] if task in r.get("auxiliary", {})]
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            cells.append(_fmt({"mean": float(np.mean(values)), "std": std}) if values else "–")
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
 from mtlzoo.layers.cross_stitch import CrossStitch
+from mtlzoo.layers.gradient_reversal import GradientReversal
 from mtlzoo.layers.experts import MixtureOfExperts, ProgressiveLayeredExtraction
 from mtlzoo.layers.regularizers import GroupLasso, MeanRegularizer, TraceNormRegularizer
 
@@ -9,6 +10,7 @@ from mtlzoo.layers.regularizers import GroupLasso, MeanRegularizer, TraceNormReg
 
 __all__ = [
     "CrossStitch",
+    "GradientReversal",
     "GroupLasso",
     "MixtureOfExperts",
     "PerTaskConv2D",

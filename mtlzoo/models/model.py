@@ -10,12 +10,13 @@ from typing import Any, Mapping, Sequence
 import keras
 from keras import ops
 
+from mtlzoo import auxiliary
 from mtlzoo import presets as preset_store
 from mtlzoo import weighting as weighting_lib
 from mtlzoo.architectures.registry import Heads, check_params, get_architecture
 from mtlzoo.models.inputs import make_inputs
 from mtlzoo.models.sharing import gradient_plan
-from mtlzoo.tasks import Task, as_tasks
+from mtlzoo.tasks import LOSS_NORMALIZATIONS, Task, as_tasks, main_tasks
 from mtlzoo.training import compat, weighted_step
 
 
@@ -116,7 +117,7 @@ class MultiTaskModel(keras.Model):
             )
         for task in tasks:
             width = self.output[task.name].shape[-1]
-            if width != task.output_size:
+            if task.output_size is not None and width != task.output_size:
                 raise ValueError(
                     f"Output {task.name!r} has width {width}, but a {task.kind} task with these "
                     f"settings needs {task.output_size}."
@@ -139,13 +140,19 @@ class MultiTaskModel(keras.Model):
         """The model's tasks, in output order."""
         return self._mtl_tasks
 
+    @property
+    def main_tasks(self) -> tuple[Task, ...]:
+        """The tasks with role ``main`` (export, early stopping and model selection use these)."""
+        return tuple(main_tasks(self._mtl_tasks))
+
     def get_task(self, name: str) -> Task:
         for task in self._mtl_tasks:
             if task.name == name:
                 return task
         raise KeyError(f"No task {name!r}; this model has {[t.name for t in self._mtl_tasks]}.")
 
-    def compile(self, optimizer="adam", loss="auto", loss_weights=None, metrics="auto", weighting=None, **kwargs):
+    def compile(self, optimizer="adam", loss="auto", loss_weights=None, metrics="auto", weighting=None,
+                loss_normalization="batch", **kwargs):
         """``keras.Model.compile`` with each task's default loss, weight and metrics.
 
         ``"auto"`` (as in keras-hub; ``None`` means the same) gives every task its defaults.
@@ -154,7 +161,14 @@ class MultiTaskModel(keras.Model):
         ``weighting`` combines the task losses: a name from ``mtlzoo.weighting.list_weightings()``,
         ``{"name": ..., **options}``, a list (a chain) or a ``Weighting``; the default is the
         plain sum (unitary scalarization).
+        ``loss_normalization`` says what a task's loss divides its weighted sum by: ``"batch"``
+        (default, Keras's own: the batch size, so a task labelled on few examples of a batch
+        weighs little) or ``"labelled"`` (the sum of its sample weights in the batch: the mean
+        over its labelled examples, so a task keeps its weight however scarce its labels; 0 in a
+        batch without any; under several replicas, the mean of the replicas' means).
         """
+        if loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(f"loss_normalization must be one of {list(LOSS_NORMALIZATIONS)}, got {loss_normalization!r}.")
         loss = None if isinstance(loss, str) and loss == "auto" else loss
         metrics = None if isinstance(metrics, str) and metrics == "auto" else metrics
         loss = self._per_task(loss, lambda t: t.make_loss(), "loss")
@@ -170,6 +184,10 @@ class MultiTaskModel(keras.Model):
             # Resolved once, so that Keras's compiled loss and the weighted steps (which need
             # each task's loss on its own) call the very same loss objects.
             loss = {name: _as_loss(value) for name, value in loss.items()}
+            if loss_normalization == "labelled":
+                for value in loss.values():
+                    if getattr(value, "reduction", None) == "sum_over_batch_size":
+                        value.reduction = "mean_with_sample_weight"
         super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
         if method.uses_gradients and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             raise ValueError(
@@ -185,7 +203,7 @@ class MultiTaskModel(keras.Model):
         if previous is not None and previous is not method:
             compat.untrack(self, previous)
         # An attribute, so the method's variables train, distribute and save with the model.
-        self.weighting = method.bind([t.name for t in self._mtl_tasks])
+        self.weighting = method.bind([t.name for t in self._mtl_tasks], roles=[t.role for t in self._mtl_tasks])
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         if method.trainable_variables and not optimizer.built:
             # Weight decay is for the model; it would bias uncertainty's log-variances.
@@ -236,11 +254,14 @@ class MultiTaskModel(keras.Model):
         return weighted_step.train_step(self, *args)
 
     def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
         if not self._unitary():
             method = self.weighting
             end_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: method.end_epoch())
             # First, so that checkpointing callbacks save the method's state after its epoch update.
-            callbacks = [end_epoch, *(callbacks or [])]
+            callbacks.insert(0, end_epoch)
+        if auxiliary.reversal_layers(self) and not any(isinstance(c, auxiliary.ReversalSchedule) for c in callbacks):
+            callbacks.insert(0, auxiliary.ReversalSchedule())
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _per_task(self, given, default, what: str):
@@ -351,16 +372,20 @@ def create_model(
     entry = get_architecture(name)
     check_params(name, params)
     tasks = as_tasks(tasks)
-    entry.check_tasks(tasks)
+    # Adversarial and reconstruction heads are attached to the shared representation here, so
+    # the architecture builds only the others.
+    built_tasks = tuple(t for t in tasks if not auxiliary.attached_here(t))
+    entry.check_tasks(built_tasks)
     input_tensors, features = make_inputs(inputs)
-    built = entry.builder(inputs=features, tasks=tasks, **params)
+    built = entry.builder(inputs=features, tasks=built_tasks, **params)
     outputs, shared = built if isinstance(built, Heads) else (built, None)
-    if not isinstance(outputs, Mapping) or sorted(outputs) != sorted(t.name for t in tasks):
+    if not isinstance(outputs, Mapping) or sorted(outputs) != sorted(t.name for t in built_tasks):
         raise TypeError(
             f"Architecture {name!r} must return a dict keyed by the task names "
-            f"{[t.name for t in tasks]}; got {type(outputs).__name__} "
+            f"{[t.name for t in built_tasks]}; got {type(outputs).__name__} "
             f"{sorted(outputs) if isinstance(outputs, Mapping) else ''}."
         )
+    outputs = {**outputs, **auxiliary.attach_heads(tasks, shared, features, name)}
     ordered = {t.name: outputs[t.name] for t in tasks}
     model = MultiTaskModel(inputs=input_tensors, outputs=ordered, tasks=tasks, shared=shared, name=model_name or name)
     model._record_architecture(name, inputs, params)

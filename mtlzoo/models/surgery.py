@@ -9,6 +9,7 @@ and exports like any zoo model::
     model = mtlzoo.models.retask(model, add=[mtlzoo.Task("sum", "classification", num_classes=19)],
                                    drop=["left", "right"])
     mtlzoo.models.freeze(model)  # the shared trunk; or name layers by glob, e.g. "shared_*"
+    model = mtlzoo.models.drop_auxiliary(model)  # only the main tasks' heads
     model.compile(optimizer="adam"); model.fit(...)
 """
 
@@ -85,6 +86,19 @@ def retask(
     if not tasks:
         raise ValueError("retask would leave the model without tasks.")
     return MultiTaskModel(inputs=model.input, outputs=outputs, tasks=tasks, shared=layer_name, name=model.name)
+
+
+def drop_auxiliary(model: MultiTaskModel) -> MultiTaskModel:
+    """``model`` with only its main tasks: auxiliary and adversarial heads (their gradient
+    reversal layers and decoders too) are gone, the rest shares its layers with ``model``.
+    What export serves by default, and where fine-tuning on the main tasks starts."""
+    if not isinstance(model, MultiTaskModel):
+        raise TypeError(f"drop_auxiliary needs a MultiTaskModel, got {type(model).__name__}.")
+    keep = model.main_tasks
+    if len(keep) == len(model.tasks):
+        return model
+    return MultiTaskModel(inputs=model.input, outputs={t.name: model.output[t.name] for t in keep}, tasks=keep,
+                          shared=model.shared_layer, name=model.name)
 
 
 def _set_trainable(model: keras.Model, patterns, trainable: bool) -> list[str]:

@@ -93,7 +93,7 @@ def save_preset(run_dir, preset_dir, *, split: str | None = None, baselines: Map
         raise FileExistsError(f"Preset directory {str(preset_dir)!r} already exists.")
     recipe, model = load_run(run_dir)
     split = split or recipe.evaluation_split
-    data = recipe.make_dataset().load_tasks(split, [t.name for t in model.tasks])
+    data = recipe.make_dataset().load_tasks(split, model.tasks)
     metrics = evaluation.evaluate(model, data)
     run = json.loads((run_dir / "run.json").read_text())
     return _write_preset(model, preset_dir, {

@@ -27,7 +27,7 @@ from mtlzoo.architectures import registry
 from mtlzoo import weighting as weighting_lib
 from mtlzoo.data import base as data_base
 from mtlzoo.errors import ConfigError
-from mtlzoo.tasks import Task
+from mtlzoo.tasks import LOSS_NORMALIZATIONS, Task
 from mtlzoo.training import callbacks as mtl_callbacks
 from mtlzoo.training.strategies import STRATEGIES
 from mtlzoo.validation import is_int, is_number
@@ -77,6 +77,9 @@ class TrainingConfig:
       errors and ``max`` for accuracy, AUC and the like; set ``min`` or ``max`` to monitor a
       log key the recipe cannot predict, which is then checked at the end of the first epoch).
       Stored with the defaults filled in.
+    - ``loss_normalization``: ``batch`` (default) or ``labelled``: what each task's loss is
+      divided by, the batch size or the task's labelled examples in the batch (for tasks with
+      scarce labels, e.g. ``data.label_fraction``); see ``MultiTaskModel.compile``.
 
     Dropout is not a training option: it is the architecture's ``architecture.params.dropout``
     (``hard_sharing``, ``soft_sharing``, ``cross_stitch``, ``mmoe`` and ``ple`` take it).
@@ -96,6 +99,7 @@ class TrainingConfig:
     weighting: Any = "unitary"
     weight_decay: float = 0.0
     early_stopping: Mapping[str, Any] | None = None
+    loss_normalization: str = "batch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +118,19 @@ class Recipe:
     description: str = ""
     source: str = "<dict>"
     tuning: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    label_fraction: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    label_seed: int = 0
 
     def make_dataset(self) -> data_base.Dataset:
         return data_base.load_dataset(self.dataset, **self.data_options)
+
+    def load_split(self, dataset: data_base.Dataset, split: str) -> data_base.MultiTaskArrays:
+        """The recipe's tasks on ``split`` (``Dataset.load_tasks``); the training split keeps
+        only ``label_fraction`` of the named tasks' labels and drops examples left unlabelled."""
+        data = dataset.load_tasks(split, self.tasks)
+        if split == "train" and self.label_fraction:
+            data = data.keep_labels(self.label_fraction, self.label_seed).labelled_only()
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``recipe_from_dict`` turns back into an equal recipe."""
@@ -124,7 +138,9 @@ class Recipe:
             "name": self.name,
             "description": self.description,
             "architecture": {"name": self.architecture, "params": _plain(self.params)},
-            "data": {"name": self.dataset, **_plain(self.data_options)},
+            "data": {"name": self.dataset, **_plain(self.data_options),
+                     **({"label_fraction": dict(self.label_fraction), "label_seed": self.label_seed}
+                        if self.label_fraction else {})},
             "tasks": [_task_override(t) for t in self.tasks],
             "training": dataclasses.asdict(self.training),
             "evaluation": {"split": self.evaluation_split},
@@ -198,13 +214,15 @@ def _plain(value):
 
 
 def _task_override(task: Task) -> dict[str, Any]:
+    """The recipe entry of ``task``: its name and the fields a recipe set (``Task.get_config``
+    leaves out the defaults)."""
+    config = task.get_config()
     out: dict[str, Any] = {"name": task.name}
-    if task.weight != 1.0:
-        out["weight"] = task.weight
-    if task.loss is not None:
-        out["loss"] = task.loss
-    if task.metrics is not None:
-        out["metrics"] = list(task.metrics)
+    if task.kind == "reconstruction":
+        out.update(kind=task.kind, input=task.input)
+    for key in _TASK_OVERRIDES[1:]:
+        if key in config and config[key] is not None and not (key == "weight" and config[key] == 1.0):
+            out[key] = config[key]
     return out
 
 
@@ -212,7 +230,9 @@ def _task_override(task: Task) -> dict[str, Any]:
 # Sections
 
 _TOP_KEYS = ("name", "description", "architecture", "data", "tasks", "training", "evaluation", "export", "tuning")
-_TASK_OVERRIDES = ("name", "weight", "loss", "metrics")
+_TASK_OVERRIDES = ("name", "weight", "loss", "metrics", "role", "head_units", "reversal", "reversal_strength")
+# A task the dataset does not provide: a reconstruction of one of its inputs.
+_NEW_TASK_KEYS = (*_TASK_OVERRIDES, "kind", "input")
 _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: is_int(v) and v > 0, "a positive integer"),
     "batch_size": (lambda v: is_int(v) and v > 0, "a positive integer"),
@@ -230,6 +250,10 @@ _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a weighting name, a mapping with 'name' and options, or a list of them (a chain)",
     ),
     "weight_decay": (lambda v: is_number(v) and v >= 0, "a finite number >= 0 (0: no weight decay)"),
+    "loss_normalization": (
+        lambda v: v in LOSS_NORMALIZATIONS,
+        "'batch' (a task's loss sums over its labels and divides by the batch size) or 'labelled' (by its labels)",
+    ),
     "early_stopping": (
         lambda v: v is None or isinstance(v, Mapping),
         f"null or a mapping with keys {sorted(EARLY_STOPPING_DEFAULTS)}",
@@ -340,6 +364,9 @@ def _tasks(c: _Checker, raw, dataset: data_base.Dataset) -> tuple[Task, ...]:
     for i, entry in enumerate(raw):
         key = f"tasks[{i}]"
         entry = {"name": entry} if isinstance(entry, str) else c.mapping(entry, key)
+        if entry.get("kind") == "reconstruction":
+            tasks.append(_reconstruction_task(c, entry, key, dataset, tasks))
+            continue
         c.keys(entry, key, _TASK_OVERRIDES, required=("name",))
         name = entry["name"]
         if name not in available:
@@ -356,7 +383,38 @@ def _tasks(c: _Checker, raw, dataset: data_base.Dataset) -> tuple[Task, ...]:
             tasks.append(dataclasses.replace(available[name], **overrides))
         except (ValueError, TypeError) as e:
             c.fail(key, str(e))
+    if not any(t.role == "main" for t in tasks):
+        c.fail("tasks", "at least one task must have role 'main'; auxiliary and adversarial tasks only help one")
     return tuple(tasks)
+
+
+def _reconstruction_task(c: _Checker, entry: Mapping, key: str, dataset: data_base.Dataset, tasks) -> Task:
+    c.keys(entry, key, _NEW_TASK_KEYS, required=("name", "input"))
+    inputs = dataset.input_spec()
+    if entry["input"] not in inputs:
+        c.fail(f"{key}.input", f"dataset {dataset.name!r} has inputs {sorted(inputs)}, not {entry['input']!r}")
+    if entry["name"] in {t.name for t in dataset.tasks()} | {t.name for t in tasks}:
+        c.fail(f"{key}.name", f"task {entry['name']!r} already exists; name the reconstruction task differently")
+    try:
+        return Task(**entry)
+    except (ValueError, TypeError) as e:
+        c.fail(key, str(e))
+
+
+def _labels(c: _Checker, section: dict, tasks: tuple[Task, ...]) -> tuple[dict[str, float], int]:
+    """``data.label_fraction`` (``{task: fraction of its training labels to keep}``) and
+    ``data.label_seed`` (which labels; default 0), taken out of the dataset's options."""
+    fractions = c.mapping(section.pop("label_fraction", None), "data.label_fraction")
+    seed = section.pop("label_seed", 0)
+    names = {t.name for t in tasks if t.kind != "reconstruction"}
+    for name, fraction in fractions.items():
+        if name not in names:
+            c.fail(f"data.label_fraction.{name}", f"not a task of this recipe; its tasks are {sorted(names)}")
+        if not (is_number(fraction) and 0 < fraction <= 1):
+            c.fail(f"data.label_fraction.{name}", f"expected a fraction in (0, 1], got {_describe(fraction)}")
+    if not (is_int(seed) and seed >= 0):
+        c.fail("data.label_seed", f"expected a non-negative integer, got {_describe(seed)}")
+    return {k: float(v) for k, v in fractions.items()}, int(seed)
 
 
 def _training(c: _Checker, raw, dataset: data_base.Dataset, tasks: tuple[Task, ...]) -> TrainingConfig:
@@ -391,7 +449,7 @@ def _check_weighting(c: _Checker, config: TrainingConfig, tasks: tuple[Task, ...
     registered = weighting_lib.list_weightings()
     try:
         method = weighting_lib.get(_plain(config.weighting))
-        method.check_tasks([t.name for t in tasks])
+        method.check_tasks([t.name for t in tasks], [t.role for t in tasks])
     except (ValueError, TypeError) as e:
         message = str(e).rstrip()
         if "registered" not in message:
@@ -486,8 +544,11 @@ def recipe_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Recipe:
     if not name:
         c.fail("name", "must be a non-empty string")
     architecture, params = _architecture(c, raw["architecture"])
-    dataset_name, data_options, dataset = _data(c, raw["data"])
+    data_section = dict(c.mapping(raw["data"], "data"))
+    label_options = {k: data_section.pop(k) for k in ("label_fraction", "label_seed") if k in data_section}
+    dataset_name, data_options, dataset = _data(c, data_section)
     tasks = _tasks(c, raw.get("tasks"), dataset)
+    label_fraction, label_seed = _labels(c, label_options, tasks)
     training = _training(c, raw.get("training"), dataset, tasks)
     evaluation = c.mapping(raw.get("evaluation"), "evaluation")
     c.keys(evaluation, "evaluation", ("split",))
@@ -509,6 +570,8 @@ def recipe_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Recipe:
         description=_string(c, raw, "description", "", ""),
         source=source,
         tuning=dict(c.mapping(raw.get("tuning"), "tuning")),
+        label_fraction=label_fraction,
+        label_seed=label_seed,
     )
 
 

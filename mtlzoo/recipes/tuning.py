@@ -15,8 +15,9 @@ A recipe's ``tuning`` section::
         weighting: [unitary, uncertainty, pcgrad, {name: cagrad, c: 0.4}]
 
 Lists are choices (any YAML value); ``{min, max[, step, sampling]}`` is a numeric range. Several
-objectives are summed, each with its direction. ``tune`` returns the best trial as a recipe;
-``mtlzoo tune RECIPE --out best.yaml`` writes it.
+objectives are summed, each with its direction. The default objective is ``mean_val_loss``, the
+mean validation loss of the main tasks (auxiliary and adversarial tasks are not selected on).
+``tune`` returns the best trial as a recipe; ``mtlzoo tune RECIPE --out best.yaml`` writes it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any, Mapping
 from mtlzoo import models
 from mtlzoo.architectures import registry
 from mtlzoo.errors import TuningError
+from mtlzoo.tasks import main_tasks
+from mtlzoo.training import callbacks as mtl_callbacks
 
 ALGORITHMS = ("random", "bayesian")
 
@@ -76,7 +79,7 @@ def choose(recipe, space: Mapping[str, Any], hp):
 
 
 def objectives(spec):
-    """keras-tuner objectives from ``"val_loss"`` or ``[{name, direction}, ...]``."""
+    """keras-tuner objectives from a log key (``"mean_val_loss"``) or ``[{name, direction}, ...]``."""
     import keras_tuner
 
     if isinstance(spec, str):
@@ -106,17 +109,17 @@ def tune(recipe, directory, *, overwrite: bool = False, verbose: int = 0):
     # Every setting drawn once at its default, so that a bad space fails here, not in a trial
     # (keras-tuner would retry a failing trial before giving up).
     choose(recipe, settings["space"], keras_tuner.HyperParameters())
-    objective = objectives(settings.get("objective", "val_loss"))
+    objective = objectives(settings.get("objective", mtl_callbacks.DEFAULT_MONITOR))
     dataset = recipe.make_dataset()
-    names = [t.name for t in recipe.tasks]
-    train = dataset.load_tasks("train", names)
-    val = dataset.load_tasks(recipe.training.validation_split, names)
+    train = recipe.load_split(dataset, "train")
+    val = recipe.load_split(dataset, recipe.training.validation_split).with_absent(train)
     input_spec = dataset.input_spec()
 
     def build(hp):
         chosen = choose(recipe, settings["space"], hp)
         model = models.create_model(chosen.architecture, chosen.tasks, input_spec, **chosen.params)
-        model.compile(optimizer=make_optimizer(chosen.training), weighting=chosen.training.weighting)
+        model.compile(optimizer=make_optimizer(chosen.training), weighting=chosen.training.weighting,
+                      loss_normalization=chosen.training.loss_normalization)
         return model
 
     tuner_class = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization}[algorithm]
@@ -129,6 +132,7 @@ def tune(recipe, directory, *, overwrite: bool = False, verbose: int = 0):
     # An endless stream, a new order each pass (as in mtlzoo train); every trial starts it afresh.
     stream = train.to_tf_dataset(batch, shuffle=recipe.training.shuffle, seed=recipe.training.seed, repeat=True)
     tuner.search(stream, steps_per_epoch=recipe.training.steps_per_epoch or -(-len(train) // batch),
-                 epochs=recipe.training.epochs, validation_data=val.to_tf_dataset(batch), verbose=verbose)
+                 epochs=recipe.training.epochs, validation_data=val.to_tf_dataset(batch), verbose=verbose,
+                 callbacks=[mtl_callbacks.MeanTaskMetric([t.name for t in main_tasks(recipe.tasks)])])
     best = choose(recipe, settings["space"], tuner.get_best_hyperparameters(1)[0])
     return dataclasses.replace(best, tuning={}), tuner

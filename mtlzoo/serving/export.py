@@ -10,6 +10,8 @@
   risk score per example, higher: earlier events), a segmentation task ``T_probabilities``
   (per pixel) and ``T_mask`` (int64 0/1 per pixel, at probability 0.5).
 - ``predict_<T>`` returns only task ``T``'s outputs, for clients that want one task.
+- Only the main tasks are served: auxiliary and adversarial heads (and a privileged target's)
+  are dropped from the graph unless ``include_auxiliary=True``.
 - ``assets.extra/tf_serving_warmup_requests`` holds PredictionLog records built from real
   inputs, which TF Serving replays before it declares the version available.
 
@@ -145,6 +147,14 @@ def _without_hypernetwork(model: keras.Model) -> keras.Model:
     return model
 
 
+def served_model(model: keras.Model) -> keras.Model:
+    """``model`` cut to its main tasks (``mtlzoo.models.drop_auxiliary``), or itself when it
+    has no auxiliary or adversarial task."""
+    from mtlzoo.models import MultiTaskModel, drop_auxiliary
+
+    return drop_auxiliary(model) if isinstance(model, MultiTaskModel) else model
+
+
 def existing_versions(base_dir: str | os.PathLike) -> list[int]:
     """Integer version directories under ``base_dir``, ascending."""
     base = Path(base_dir)
@@ -161,6 +171,7 @@ def export_saved_model(
     overwrite: bool = False,
     warmup_inputs: Mapping[str, np.ndarray] | None = None,
     model_name: str | None = None,
+    include_auxiliary: bool = False,
 ) -> Path:
     """Export ``model`` for TF Serving to ``base_dir/<version>/`` and return that path.
 
@@ -173,6 +184,8 @@ def export_saved_model(
             several batch sizes (and one per task signature) are written from them.
         model_name: the model name TF Serving will use (recorded in the warmup requests);
             default: the last component of ``base_dir``.
+        include_auxiliary: also serve the auxiliary and adversarial tasks (default: the main
+            tasks only; the others' heads are not in the SavedModel at all).
 
     Raises:
         ExportError: a model, version or location that cannot be exported as asked.
@@ -184,6 +197,8 @@ def export_saved_model(
             "and export it where KERAS_BACKEND=tensorflow (the file loads on either backend)."
         )
     model = _without_hypernetwork(model)
+    if not include_auxiliary:
+        model = served_model(model)
     names = serving_output_names(model)
     specs = input_specs(model)
     warmup = None if warmup_inputs is None else check_inputs(

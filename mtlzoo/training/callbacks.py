@@ -11,6 +11,7 @@ import numpy as np
 
 from mtlzoo import evaluation, io
 from mtlzoo.errors import TrainingDiverged
+from mtlzoo.tasks import main_tasks
 
 DEFAULT_MONITOR = "mean_val_loss"
 MONITOR_MODES = ("auto", "min", "max")
@@ -176,7 +177,7 @@ def name_mode(name: str) -> str | None:
 def predicted_log_keys(tasks) -> dict[str, str | None]:
     """The epoch log keys training these tasks produces, each with its direction (``min``,
     ``max`` or None when unknown): ``loss``, ``<task>_<metric>``, their ``val_`` versions and
-    the ``mean_val_<metric>`` that ``MeanTaskMetric`` adds for metrics every task reports."""
+    the ``mean_val_<metric>`` that ``MeanTaskMetric`` adds for metrics every main task reports."""
     per_task: dict[str, dict[str, str | None]] = {}
     for task in tasks:
         metrics: dict[str, str | None] = {"loss": "min"}
@@ -187,10 +188,11 @@ def predicted_log_keys(tasks) -> dict[str, str | None]:
         for metric in made:
             metrics[_metric_name(metric)] = name_mode(_metric_name(metric))
         per_task[task.name] = metrics
-    common = set.intersection(*(set(m) for m in per_task.values())) if per_task else {"loss"}
+    main = [t.name for t in main_tasks(tasks)]  # the means are over the main tasks
+    common = set.intersection(*(set(per_task[t]) for t in main)) if main else {"loss"}
     keys: dict[str, str | None] = {}
     for metric in sorted(common, key=lambda m: (m != "loss", m)):
-        modes = {per_task[t][metric] for t in per_task} or {"min"}
+        modes = {per_task[t][metric] for t in main} or {"min"}
         keys[MEAN_PREFIX + metric] = modes.pop() if len(modes) == 1 else None
     keys.update(loss="min", val_loss="min")
     for name, metrics in per_task.items():
@@ -217,6 +219,10 @@ def mean_task_logs(logs: Mapping[str, Any], task_names: Sequence[str], prefix: s
     if not names:
         return {}
     first = f"{prefix}{names[0]}_"
+    if len(names) == 1 and not any(k.startswith(first) for k in logs):
+        # A model with one output: Keras logs val_<metric> without the task's name.
+        return {f"mean_{k}": float(v) for k, v in logs.items()
+                if k.startswith(prefix) and not k.startswith(f"{prefix}mean_")}
     candidates = sorted(k[len(first):] for k in logs if k.startswith(first))
     means = {}
     for metric in candidates:
@@ -231,7 +237,7 @@ class MeanTaskMetric(keras.callbacks.Callback):
 
     Put it before the callbacks that should see the means (early stopping, ``RunRecorder``,
     TensorBoard): Keras hands one logs dict to every callback in turn. ``task_names``
-    defaults to the model's tasks.
+    defaults to the model's main tasks (auxiliary and adversarial ones only help those).
     """
 
     def __init__(self, task_names: Sequence[str] | None = None):
@@ -243,7 +249,7 @@ class MeanTaskMetric(keras.callbacks.Callback):
             return
         names = self.task_names
         if names is None:
-            names = [t.name for t in getattr(self.model, "tasks", ())]
+            names = [t.name for t in main_tasks(getattr(self.model, "tasks", ()))]
         logs.update(mean_task_logs(logs, names))
 
 

@@ -31,6 +31,7 @@ import keras
 from mtlzoo import io, models
 from mtlzoo.recipes.config import Recipe, TrainingConfig, dump_recipe, load_recipe, weighting_name
 from mtlzoo.errors import RunDirError
+from mtlzoo.tasks import main_tasks
 from mtlzoo.muir import AlignmentSearch
 from mtlzoo.training import callbacks as mtl_callbacks
 from mtlzoo.training import multi_worker
@@ -81,7 +82,8 @@ def build_model(recipe: Recipe, input_spec) -> keras.Model:
     optimizer and weighting, and its precision."""
     with precision(recipe.training.precision):
         model = models.create_model(recipe.architecture, recipe.tasks, input_spec, **recipe.params)
-        model.compile(optimizer=make_optimizer(recipe.training), weighting=recipe.training.weighting)
+        model.compile(optimizer=make_optimizer(recipe.training), weighting=recipe.training.weighting,
+                      loss_normalization=recipe.training.loss_normalization)
     return model
 
 
@@ -168,8 +170,9 @@ def train(
     keras.utils.set_random_seed(config.seed)
     dataset = recipe.make_dataset()
     names = [t.name for t in recipe.tasks]
-    train_data = dataset.load_tasks("train", names)
-    val_data = dataset.load_tasks(config.validation_split, names)
+    train_data = recipe.load_split(dataset, "train")
+    # Auxiliary targets the validation split lacks (privileged ones) count there as unlabelled.
+    val_data = recipe.load_split(dataset, config.validation_split).with_absent(train_data)
 
     tf_strategy = make_strategy(strategy_name)
     initial_epoch = 0
@@ -192,7 +195,8 @@ def train(
                                   f"{str(recorder.checkpoint_path)!r}: it {e}.") from None
         elif start_from is not None:
             model = start_from
-            model.compile(optimizer=make_optimizer(config), weighting=config.weighting)
+            model.compile(optimizer=make_optimizer(config), weighting=config.weighting,
+                          loss_normalization=config.loss_normalization)
         else:
             model = build_model(recipe, dataset.input_spec())
     # A run that stopped early is finished: resuming it trains no further epoch.
@@ -200,7 +204,9 @@ def train(
 
     # The guard first, so that nothing records or checkpoints an epoch whose loss is not finite;
     # the task means next, so that early stopping, the records and TensorBoard see them.
-    callbacks = [mtl_callbacks.MeanTaskMetric(names), recorder, mtl_callbacks.TaskProgbar(names)]
+    # The task means (what early stopping watches by default) are over the main tasks only.
+    main_names = [t.name for t in main_tasks(recipe.tasks)]
+    callbacks = [mtl_callbacks.MeanTaskMetric(main_names), recorder, mtl_callbacks.TaskProgbar(names)]
     if stopper is not None:
         callbacks.insert(1, stopper)  # before the recorder, which checkpoints its state
     if config.alignment_search is not None:

@@ -24,6 +24,9 @@ logit or weight (nor its Adam moments), and uncertainty weighting gives an absen
 log-variance no gradient.
 
 Task-specific parameters (a task's head) always get their own task's gradient, as in MGDA.
+
+``bind`` also gives a method each task's role (``main``, ``auxiliary``, ``adversarial``;
+``task_roles``): gradient-similarity gating uses it, the others treat all tasks alike.
 """
 
 from __future__ import annotations
@@ -81,30 +84,35 @@ class Weighting(keras.layers.Layer):
         kwargs.setdefault("name", self.method_name)
         super().__init__(**kwargs)
         self.task_names: tuple[str, ...] = ()
+        self.task_roles: tuple[str, ...] = ()
 
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
 
-    def bind(self, task_names: Iterable[str]) -> "Weighting":
-        """Create the method's state for these tasks (``compile`` calls this)."""
-        names = self.check_tasks(task_names)
+    def bind(self, task_names: Iterable[str], roles: Iterable[str] | None = None) -> "Weighting":
+        """Create the method's state for these tasks (``compile`` calls this); ``roles``
+        defaults to ``main`` for every task."""
+        names = self.check_tasks(task_names, roles)
         if self.built and names != self.task_names:
             raise ValueError(
                 f"Weighting {self.name!r} is already bound to tasks {list(self.task_names)}; "
                 f"make a new one for {list(names)}."
             )
         self.task_names = names
+        self.task_roles = tuple(roles) if roles is not None else ("main",) * len(names)
         if not self.built:
             self.build(len(names))
         return self
 
-    def check_tasks(self, task_names: Iterable[str]) -> tuple[str, ...]:
-        """Check the method's options against these tasks without creating any state (recipe
-        validation runs before a multi-worker strategy may start TensorFlow)."""
+    def check_tasks(self, task_names: Iterable[str], roles: Iterable[str] | None = None) -> tuple[str, ...]:
+        """Check the method's options against these tasks (and their roles) without creating any
+        state (recipe validation runs before a multi-worker strategy may start TensorFlow)."""
         names = tuple(task_names)
         if not names:
             raise ValueError("A weighting needs at least one task.")
+        if roles is not None and len(tuple(roles)) != len(names):
+            raise ValueError(f"Got {len(tuple(roles))} roles for {len(names)} tasks.")
         return names
 
     def build(self, num_tasks: int):
@@ -202,15 +210,15 @@ class Chain(Weighting):
         if gradient:
             self.gradients = gradient[0].gradients
 
-    def bind(self, task_names):
+    def bind(self, task_names, roles=None):
         for method in self.methods:
-            method.bind(task_names)
-        return super().bind(task_names)
+            method.bind(task_names, roles)
+        return super().bind(task_names, roles)
 
-    def check_tasks(self, task_names):
+    def check_tasks(self, task_names, roles=None):
         for method in self.methods:
-            method.check_tasks(task_names)
-        return super().check_tasks(task_names)
+            method.check_tasks(task_names, roles)
+        return super().check_tasks(task_names, roles)
 
     def loss_weights(self, losses, present):
         weights, penalty = ops.ones_like(losses), None

@@ -143,3 +143,46 @@ class GradNorm(GradientWeighting):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "learning_rate": self.learning_rate}
+
+
+@register_weighting("gradient_similarity")
+class GradientSimilarity(GradientWeighting):
+    """Auxiliary gating by gradient similarity (Du et al., 2018, "Adapting Auxiliary Losses
+    Using Gradient Similarity"): each auxiliary task's gradient joins the update only as far as
+    it points the way of the main tasks' gradient ``g_main`` (the sum over the main tasks).
+
+    With ``variant="gate"`` (the paper's main rule) an auxiliary task's weight is 1 where
+    ``cos(g_main, g_aux) > 0`` and 0 otherwise; with ``"weighted"`` it is ``max(0, cos)``.
+    Main and adversarial tasks keep weight 1. Without a main task in the batch ``g_main`` is 0
+    and every auxiliary task is left out of that step (its head still trains on its own loss).
+    """
+
+    VARIANTS = ("gate", "weighted")
+
+    def __init__(self, variant: str = "gate", **kwargs):
+        if variant not in self.VARIANTS:
+            raise ValueError(f"gradient_similarity: variant must be one of {list(self.VARIANTS)}, got {variant!r}.")
+        super().__init__(**kwargs)
+        self.variant = variant
+
+    def check_tasks(self, task_names, roles=None):
+        names = super().check_tasks(task_names, roles)
+        if roles is not None and "auxiliary" not in tuple(roles):
+            raise ValueError("gradient_similarity gates auxiliary tasks, and none of the tasks has role 'auxiliary'.")
+        return names
+
+    def gradient_weights(self, gram, losses, present):
+        roles = self.task_roles or ("main",) * self.num_tasks
+        main = ops.convert_to_tensor([1.0 if r == "main" else 0.0 for r in roles]) * present
+        auxiliary = ops.convert_to_tensor([1.0 if r == "auxiliary" else 0.0 for r in roles]) * present
+        gram = ops.cast(gram, "float32")
+        main_dots = ops.matmul(gram, main)  # g_t . g_main for every task t
+        main_norm = ops.sqrt(ops.maximum(ops.sum(main * main_dots), 0.0))
+        norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+        cosine = main_dots / ops.maximum(norms * main_norm, 1e-30)
+        gate = ops.cast(cosine > 0, "float32") if self.variant == "gate" else ops.maximum(cosine, 0.0)
+        others = present * (1.0 - auxiliary)  # main and adversarial tasks, when present
+        return others + auxiliary * gate
+
+    def get_config(self):
+        return {**super().get_config(), "variant": self.variant}

@@ -30,8 +30,8 @@ class Static(Weighting):
             number_at_least("static weight", w)
         self.weights_given = weights
 
-    def check_tasks(self, task_names):
-        names = super().check_tasks(task_names)
+    def check_tasks(self, task_names, roles=None):
+        names = super().check_tasks(task_names, roles)
         given = self.weights_given
         if isinstance(given, dict):
             unknown = sorted(set(given) - set(names))

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from harness import check_layer_round_trip
 
-from mtlzoo.layers import CrossStitch, MixtureOfExperts, PerTaskConv2D, PerTaskDense, ProgressiveLayeredExtraction
+from mtlzoo.layers import (
+    CrossStitch, GradientReversal, MixtureOfExperts, PerTaskConv2D, PerTaskDense, ProgressiveLayeredExtraction,
+)
 from mtlzoo.layers.regularizers import GroupLasso
 from mtlzoo.muir import HypermoduleBank, Reparameterized
 from mtlzoo.subspace import OutputSlice, SubspaceColumns
@@ -39,6 +41,7 @@ CASES = {
                         [vectors(1)[0][:, :4], RNG.normal(size=(5, 2, 2)).astype("float32")]),
     "SubspaceColumns": (subspace_columns, vectors(1)[0]),
     "OutputSlice": (lambda: OutputSlice(1, 2), vectors(1)[0]),
+    "GradientReversal": (lambda: GradientReversal("constant", strength=0.5), vectors(1)[0]),
 }
 
 

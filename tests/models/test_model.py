@@ -103,6 +103,7 @@ def test_models_move_between_tensorflow_and_jax(tmp_path, run_python):
         np.testing.assert_allclose(value, np.load(tmp_path / f"jax_{task}.npy"), atol=1e-5)
 
 
+@pytest.mark.slow  # a fresh JAX process (12 s); .ci/run runs the slow set
 def test_recipe_trains_on_jax_and_the_run_loads_in_tensorflow(tmp_path, run_python):
     from helpers import small_recipe_dict, write_recipe
 

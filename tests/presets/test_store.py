@@ -42,6 +42,7 @@ def measure_shipped_presets(run_python) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh process loading every preset (19 s); .ci/run runs the slow set
 def test_shipped_presets_match_their_cards_on_the_fixtures_in_a_fresh_process(run_python, data_dir):
     shipped = mtlzoo.list_pretrained()
     assert "kang_muir" in shipped

@@ -132,7 +132,7 @@ print(json.dumps({"answers": answers, "replays": replays}))
 """
 
 
-@pytest.mark.parametrize("architecture", default_few(GENERAL_ARCHITECTURES, keep=("hard_sharing", "muir")))
+@pytest.mark.parametrize("architecture", default_few(GENERAL_ARCHITECTURES, keep=("hard_sharing",)))
 def test_export_verified_as_tf_serving_reads_it(tmp_path, architecture):
     keras.utils.set_random_seed(0)
     model = mtlzoo.create_model(architecture, ALL_KINDS, {"features": (5,)})

@@ -169,8 +169,12 @@ def test_a_missing_label_may_be_nan_and_trains_as_absent():
     data = MultiTaskArrays({"x": x}, {"t": y_nan}, {"t": labelled}).checked("fixture")
     assert np.isfinite(data.targets["t"]).all()
     np.testing.assert_array_equal(data.targets["t"][1::2], y[1::2])
-    # ... and a NaN where the label counts is an error naming the example.
+    # A NaN marks a missing label even where the weight says labelled; an infinity is an error
+    # naming the example.
     labelled[2] = 1.0
+    marked = MultiTaskArrays({"x": x}, {"t": y_nan}, {"t": labelled}).checked("fixture")
+    assert marked.weights["t"][2] == 0.0 and marked.targets["t"][2, 0] == 0.0
+    y_nan[2] = np.inf
     with pytest.raises(DataIntegrityError, match=r"target 't' holds 1 non-finite .* at index \[2, 0\] \(example 2\)"):
         MultiTaskArrays({"x": x}, {"t": y_nan}, {"t": labelled}).checked("fixture")
 

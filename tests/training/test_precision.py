@@ -32,6 +32,7 @@ def test_every_architecture_trains_in_mixed_float16_with_loss_scaling(tmp_path, 
     assert all(np.all(np.isfinite(v)) for v in answers.values())
 
 
+@pytest.mark.slow  # trains, exports and resumes (17 s); .ci/run runs the slow set
 def test_mixed_precision_exports_float32_and_resumes(tmp_path):
     half = recipe(epochs=3)
     trainer.train(half, tmp_path / "run", epochs=2, verbose=0)

@@ -102,6 +102,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
     assert int(one.optimizer.iterations.numpy()) == int(two.optimizer.iterations.numpy())
 
 
+@pytest.mark.slow  # two mirrored runs (15 s); .ci/run runs the slow set
 def test_models_of_different_shapes_train_one_after_another_under_mirrored(tmp_path):
     # A fresh MirroredStrategy per run reused the first one's collective keys, and the second
     # model's all-reduce failed ("Shape mismatch in the collective instance").

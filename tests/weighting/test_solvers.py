@@ -381,6 +381,7 @@ def eager_results():
     return {name: ops.convert_to_numpy(solver(gram, present=GRAPH_PRESENT)) for name, solver in SOLVERS.items()}
 
 
+@pytest.mark.slow  # traces every solver twice (18 s); .ci/run runs the slow set
 def test_tf_function_and_replica_context_match_eager():
     eager = eager_results()
     gram = tf.constant(ref.gram_of(GRAPH_GRADS))

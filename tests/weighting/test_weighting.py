@@ -21,7 +21,9 @@ GRADIENT = weighting.list_weightings(gradients=True)
 
 def tiny_model(architecture="hard_sharing", **params):
     keras.utils.set_random_seed(0)
-    tasks = [mtlzoo.Task(name, "regression") for name in TASKS]
+    # c is auxiliary, so that gradient-similarity gating has a task to gate; every other method
+    # treats the roles alike.
+    tasks = [mtlzoo.Task(name, "regression", role="auxiliary" if name == "c" else "main") for name in TASKS]
     params = {"shared_units": (8,), **params} if architecture == "hard_sharing" else params
     return mtlzoo.create_model(architecture, tasks, {"x": {"shape": (6,)}}, **params)
 
@@ -51,10 +53,10 @@ def partially_labelled(n=48):
 def test_registry_lists_every_method_of_the_issue():
     assert set(ALL) == {
         "unitary", "static", "uncertainty", "dwa", "rlw", "famo", "gradnorm", "pcgrad", "mgda", "mgda_ub",
-        "cagrad", "imtl_g", "aligned_mtl", "nash_mtl", "upgrad",
+        "cagrad", "imtl_g", "aligned_mtl", "nash_mtl", "upgrad", "gradient_similarity",
     }
     assert set(GRADIENT) == {"gradnorm", "pcgrad", "mgda", "mgda_ub", "cagrad", "imtl_g", "aligned_mtl",
-                             "nash_mtl", "upgrad"}
+                             "nash_mtl", "upgrad", "gradient_similarity"}
 
 
 @pytest.mark.parametrize("spec, error, message", [
@@ -327,7 +329,8 @@ JAX_STEP = """
 @pytest.mark.slow
 def test_jax_takes_the_same_steps_as_tensorflow(tmp_path, run_python):
     """Three steps on both backends from one .keras file; task c has no labels in the second."""
-    names = ["uncertainty", "famo", "mgda", "mgda_ub", "upgrad", "nash_mtl", "aligned_mtl", "gradnorm"]
+    names = ["uncertainty", "famo", "mgda", "mgda_ub", "upgrad", "nash_mtl", "aligned_mtl", "gradnorm",
+             "gradient_similarity"]
     x, y, weights = batch(sample_weights=True)
     steps = [dict(weights), {**weights, "c": np.zeros_like(weights["c"])}, dict(weights)]
     np.savez(tmp_path / "batch.npz", x=x["x"], **y,
