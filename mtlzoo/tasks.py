@@ -26,11 +26,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import keras
 
 from mtlzoo import reconstruction, segmentation, survival
-from mtlzoo.validation import is_int
+from mtlzoo.layers import gradient_reversal as reversal_schedules
+from mtlzoo.validation import is_int, number_at_least
 
 KINDS = ("classification", "binary", "multilabel", "regression", "survival", "segmentation", "reconstruction")
 ROLES = ("main", "auxiliary", "adversarial")
-REVERSAL_SCHEDULES = ("ramp", "constant")
 # What a task's loss divides its sample-weighted sum by (MultiTaskModel.compile).
 LOSS_NORMALIZATIONS = ("batch", "labelled")
 
@@ -159,13 +159,11 @@ class Task:
         for field in ("reversal", "reversal_strength"):
             if getattr(self, field) is not None and self.role != "adversarial":
                 raise ValueError(f"Task {self.name!r}: {field} applies only to adversarial tasks.")
-        if self.reversal is not None and self.reversal not in REVERSAL_SCHEDULES:
+        if self.reversal is not None and self.reversal not in reversal_schedules.SCHEDULES:
             raise ValueError(f"Task {self.name!r}: unknown reversal {self.reversal!r}; expected one of "
-                             f"{list(REVERSAL_SCHEDULES)}.")
-        strength = self.reversal_strength
-        if strength is not None and (isinstance(strength, bool) or not isinstance(strength, (int, float))
-                                     or not math.isfinite(strength) or strength < 0):
-            raise ValueError(f"Task {self.name!r}: reversal_strength must be a finite number >= 0, got {strength!r}.")
+                             f"{list(reversal_schedules.SCHEDULES)}.")
+        if self.reversal_strength is not None:
+            number_at_least(f"Task {self.name!r}: reversal_strength", self.reversal_strength)
 
     @property
     def output_size(self) -> int | None:

@@ -58,7 +58,8 @@ def data(n=48, seed=0):
     ({"name": "t", "kind": "binary", "role": "adversarial", "head_units": [0]}, "list of positive integers"),
     ({"name": "t", "kind": "binary", "reversal": "ramp"}, "reversal applies only to adversarial"),
     ({"name": "t", "kind": "binary", "role": "adversarial", "reversal": "linear"}, "unknown reversal 'linear'"),
-    ({"name": "t", "kind": "binary", "role": "adversarial", "reversal_strength": -1}, "finite number >= 0"),
+    ({"name": "t", "kind": "binary", "role": "adversarial", "reversal_strength": -1},
+     "reversal_strength must be a number >= 0"),
     ({"name": "t", "kind": "reconstruction", "input": "x", "loss": "dice"},
      "unknown reconstruction loss 'dice'"),
 ])

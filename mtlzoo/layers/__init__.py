@@ -2,8 +2,8 @@
 
 from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
 from mtlzoo.layers.cross_stitch import CrossStitch
-from mtlzoo.layers.gradient_reversal import GradientReversal
 from mtlzoo.layers.experts import MixtureOfExperts, ProgressiveLayeredExtraction
+from mtlzoo.layers.gradient_reversal import GradientReversal
 from mtlzoo.layers.regularizers import GroupLasso, MeanRegularizer, TraceNormRegularizer
 
 # MUiR's layers (HypermoduleBank, Reparameterized) live in mtlzoo.muir.

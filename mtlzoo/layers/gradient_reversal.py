@@ -4,10 +4,10 @@ learns to make that prediction fail."""
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
+
+from mtlzoo.validation import number_at_least
 
 SCHEDULES = ("ramp", "constant")
 
@@ -36,11 +36,8 @@ class GradientReversal(keras.layers.Layer):
         super().__init__(**kwargs)
         if schedule not in SCHEDULES:
             raise ValueError(f"GradientReversal: unknown schedule {schedule!r}; expected one of {list(SCHEDULES)}.")
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
-                or strength < 0:
-            raise ValueError(f"GradientReversal: strength must be a finite number >= 0, got {strength!r}.")
         self.schedule = schedule
-        self.strength = float(strength)
+        self.strength = number_at_least("GradientReversal: strength", strength)
 
     def build(self, input_shape):
         def counter(name):
