@@ -49,8 +49,10 @@ def attach_heads(tasks: Sequence[Task], shared, features: Mapping[str, object], 
     outputs = {}
     for task in tasks:
         if task.role == "adversarial":
-            reversed_ = GradientReversal(task.reversal or "ramp", 1.0 if task.reversal_strength is None
-                                         else task.reversal_strength, name=f"{task.name}_reversal")(flat)
+            # Unset fields keep the layer's own defaults.
+            options = {k: v for k, v in (("schedule", task.reversal), ("strength", task.reversal_strength))
+                       if v is not None}
+            reversed_ = GradientReversal(**options, name=f"{task.name}_reversal")(flat)
             outputs[task.name] = backbones.task_head(reversed_, task, task.head_units or ADVERSARY_UNITS)
         else:
             outputs[task.name] = _decoder(flat, task, features)

@@ -6,6 +6,7 @@ import numpy as np
 
 from mtlzoo import survival
 from mtlzoo.data.base import MultiTaskArrays
+from mtlzoo.tasks import main_tasks
 
 
 # Whether a metric (or a log key naming one) is better higher or lower, by how its name ends:
@@ -58,7 +59,7 @@ def evaluate(model, data: MultiTaskArrays, *, batch_size: int = 256) -> dict[str
 def by_role(results: dict[str, dict[str, float]], tasks) -> tuple[dict, dict]:
     """``(main, others)``: ``results`` of the main tasks, and of the auxiliary and adversarial
     ones (reported apart: they are trained for the main tasks' sake, not served)."""
-    main = {t.name for t in tasks if t.role == "main"}
+    main = {t.name for t in main_tasks(tasks)}
     return ({k: v for k, v in results.items() if k in main}, {k: v for k, v in results.items() if k not in main})
 
 
