@@ -106,12 +106,6 @@ def probe_accuracy(model, train_data, test_data, task: str, seed: int, epochs: i
     return float(probe.evaluate(features["test"], test_data.targets[task], verbose=0)[1])
 
 
-def stats(values) -> dict:
-    values = [float(v) for v in values]
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "values": values}
-
-
 def run_fashion(seeds, quick: bool, workdir: Path) -> dict:
     arms = fashion_arms()
     scores = {arm: [] for arm in arms}
@@ -128,8 +122,8 @@ def run_fashion(seeds, quick: bool, workdir: Path) -> dict:
                   f"{seconds[arm][-1]:.0f} s)", flush=True)
             keras.backend.clear_session()
     base = scores["left alone"]
-    return {arm: {"left_accuracy": stats(v), "seconds": stats(seconds[arm]),
-                  **({"paired_gain": stats(np.subtract(v, base))} if arm != "left alone" else {})}
+    return {arm: {"left_accuracy": results_io.summary(v), "seconds": results_io.summary(seconds[arm]),
+                  **({"paired_gain": results_io.summary(np.subtract(v, base))} if arm != "left alone" else {})}
             for arm, v in scores.items()}
 
 
@@ -147,8 +141,8 @@ def run_adversarial(seeds, quick: bool, workdir: Path, probe_epochs: int) -> dic
             print(f"mnist seed={seed} {arm}: left {left[arm][-1]:.4f}, probe on right {probe[arm][-1]:.4f}", flush=True)
             keras.backend.clear_session()
     base = left["left alone"]
-    return {arm: {"left_accuracy": stats(left[arm]), "probe_right_accuracy": stats(probe[arm]),
-                  **({"paired_left_change": stats(np.subtract(left[arm], base))} if arm != "left alone" else {})}
+    return {arm: {"left_accuracy": results_io.summary(left[arm]), "probe_right_accuracy": results_io.summary(probe[arm]),
+                  **({"paired_left_change": results_io.summary(np.subtract(left[arm], base))} if arm != "left alone" else {})}
             for arm in arms}
 
 

@@ -59,3 +59,26 @@ def step_times(runs: dict, steps: int, *, warm_steps: int = 20, rounds: int = 3)
             times[name]["cpu"].append((time.process_time() - cpu) / steps)
     return {name: {clock: float(np.median(values)) for clock, values in clocks.items()}
             for name, clocks in times.items()}
+
+
+def summary(values) -> dict:
+    """``{"mean", "std" (n - 1), "values"}`` of a list of per-seed numbers."""
+    import numpy as np
+
+    values = [float(v) for v in values]
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def paired(treated, baseline, better: int = 1) -> dict:
+    """The per-seed difference ``better * (treated - baseline)`` (positive: treated is better),
+    summarised with its two-sided 95 % Student-t interval over the seeds."""
+    import numpy as np
+    from scipy import stats
+
+    differences = better * (np.asarray(treated, "float64") - np.asarray(baseline, "float64"))
+    result = summary(differences)
+    n = len(differences)
+    half = stats.t.ppf(0.975, n - 1) * result["std"] / np.sqrt(n) if n > 1 else float("inf")
+    result["ci95"] = [result["mean"] - half, result["mean"] + half]
+    return result

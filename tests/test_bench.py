@@ -48,13 +48,17 @@ def test_muir_kang_quick_run_beats_single_task(data_dir):
     assert "Cost of reparameterization" in stdout
 
 
-def test_muir_cross_domain_quick_run_shares_across_domains(data_dir):
+def test_muir_cross_domain_quick_run_pairs_every_variant_with_single_task(data_dir):
     stdout = quick_run("muir_cross_domain.py")
+    assert [line.split(":")[0] for line in stdout.splitlines() if line.startswith("seed ")] == ["seed 0", "seed 1"]
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and "test " in line]
-    assert [row.split("|")[1].strip() for row in rows] == ["digits", "school", "dna"]
-    # The three domains' blocks, in one bank: 410 (conv + dense), 32 (two 64x64 dense), 52 (conv1d + LSTM).
-    assert [row.split("|")[5].strip() for row in rows] == ["410", "32", "52"]
-    assert "Hypermodules generating blocks of several domains" in stdout
+    assert [row.split("|")[1].strip() for row in rows] == ["fashion", "school", "dna"]
+    for row in rows:
+        single, *others = [cell.strip() for cell in row.split("|")[3:7]]
+        assert "±" in single and "[" not in single
+        # muir, random alignment, separate banks: each with its paired difference and interval
+        assert len(others) == 3 and all(cell.count("[") == 1 and "±" in cell for cell in others)
+    assert "MUiR against single-task: fashion: " in stdout
     assert "Cost of reparameterization" in stdout
 
 

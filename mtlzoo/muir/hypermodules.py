@@ -137,12 +137,15 @@ class HypermoduleBank(keras.layers.Layer):
 
     def call(self, inputs=None):
         m, n = self.block_shape
-        modules = ops.take(self.hypermodules, self.assignment, axis=0)  # (L, candidates, c, m*n)
-        generated = ops.einsum("lkcp,lc->lkp", modules, self.contexts)  # each candidate's block
+        # Batched (1 x c) @ (c x m*n) products: on the CPU several times cheaper, forward and
+        # backward, than the equivalent einsum.
+        contexts = self.contexts[:, None, :]
         if self.num_candidates == 1:
-            blocks = generated[:, 0]
+            blocks = ops.matmul(contexts, ops.take(self.hypermodules, self.assignment[:, 0], axis=0))
         else:
-            blocks = ops.einsum("lk,lkp->lp", self.mix_weights(), generated)
+            modules = ops.take(self.hypermodules, self.assignment, axis=0)  # (L, candidates, c, m*n)
+            generated = ops.matmul(contexts[:, None], modules)[:, :, 0]  # each candidate's block
+            blocks = ops.matmul(self.mix_weights()[:, None, :], generated)
         return ops.reshape(blocks, (self.num_blocks, m, n))
 
     def mix_weights(self):

@@ -124,10 +124,12 @@ class MuirModel(keras.Model):
 
     def generated_kernels(self) -> dict[str, object]:
         """``{"component:path": kernel}`` for every reparameterized kernel, from the bank."""
+        # One split, not a slice per kernel: its gradient is one concatenation instead of a
+        # bank-sized tensor of zeros per kernel. The slots tile the bank in order.
         blocks = self.bank.call()
-        return {
-            f"{s.component}:{s.path}": assemble(blocks[s.offset:s.offset + s.count], s.shape) for s in self.slots
-        }
+        cuts = [int(i) for i in np.cumsum([s.count for s in self.slots])[:-1]]
+        pieces = ops.split(blocks, cuts) if cuts else [blocks]
+        return {f"{s.component}:{s.path}": assemble(piece, s.shape) for s, piece in zip(self.slots, pieces)}
 
     def call(self, inputs, training=None):
         missing = sorted(set(self.components) - set(inputs))

@@ -10,7 +10,7 @@ A run directory holds everything later commands need::
                                  stopping, time, parameter count, versions
     RUN_DIR/checkpoints/         last.keras + state.json after every epoch (for --resume), and
                                  best-NNNN.npz (the best weights) with early stopping
-    RUN_DIR/logs/                TensorBoard logs
+    RUN_DIR/logs/                TensorBoard logs: every log value once per epoch (train/, validation/)
 """
 
 from __future__ import annotations
@@ -206,7 +206,10 @@ def train(
     # the task means next, so that early stopping, the records and TensorBoard see them.
     # The task means (what early stopping watches by default) are over the main tasks only.
     main_names = [t.name for t in main_tasks(recipe.tasks)]
-    callbacks = [mtl_callbacks.MeanTaskMetric(main_names), recorder, mtl_callbacks.TaskProgbar(names)]
+    callbacks = [mtl_callbacks.MeanTaskMetric(main_names), recorder]
+    if verbose:
+        # Silent, it would still make fit wait for every batch's logs.
+        callbacks.append(mtl_callbacks.TaskProgbar(names))
     if stopper is not None:
         callbacks.insert(1, stopper)  # before the recorder, which checkpoints its state
     if config.alignment_search is not None:
@@ -214,7 +217,7 @@ def train(
         callbacks.insert(0, AlignmentSearch(**config.alignment_search))
     callbacks.insert(0, mtl_callbacks.StopOnNonFiniteLoss())
     if writer and keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+        callbacks.append(mtl_callbacks.EpochTensorBoard(str(run_dir / "logs")))
 
     # batch_size is the global batch: each step splits it over all replicas of all workers. The
     # stream of batches is endless and a function of the seed alone, so a resumed run starts

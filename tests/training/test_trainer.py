@@ -38,6 +38,19 @@ def test_train_writes_a_complete_run_directory_and_learns(tmp_path):
     assert [t.name for t in model.tasks] == ["task_00", "task_01", "task_10", "task_20"]
 
 
+def test_tensorboard_logs_hold_one_scalar_per_epoch_and_no_batch_scalars(tmp_path):
+    trainer.train(small_recipe(epochs=3), tmp_path / "run", verbose=0)
+    for split in ("train", "validation"):
+        tags = {}
+        for path in (tmp_path / "run" / "logs" / split).glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    tags.setdefault(value.tag, []).append(event.step)
+        assert tags["epoch_loss"] == [0, 1, 2], split
+        assert tags["epoch_task_00_loss"] == [0, 1, 2], split
+        assert not [tag for tag in tags if tag.startswith("batch_")], split
+
+
 def test_a_non_empty_run_directory_is_not_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
