@@ -83,9 +83,9 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     Keras 3.15's ``TensorBoard`` with ``update_freq="epoch"`` still handles every batch: it
     turns each log value into a summary op that records nothing, and its batch hooks make ``fit``
     wait for every step's logs. With many tasks that costs more than the training step itself
-    (about 37 ms a batch for the 30-task ``kang_muir`` recipe, whose step takes 3 ms). Here the
-    batch hooks are the base class's no-ops, so Keras dispatches them asynchronously; the model
-    graph (written on the first batch) is not written.
+    (about 37 ms a batch for the 30-task ``kang_muir`` recipe). Here the batch hooks are the base
+    class's no-ops, so Keras dispatches them asynchronously; the model graph (written on the
+    first batch) is not written.
     """
 
     on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
