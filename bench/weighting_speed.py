@@ -16,17 +16,17 @@ load from other processes) and its ratio to unitary's median. For every gradient
 solver alone (``gradient_weights`` on a random (T, T) Gram matrix, compiled) is timed too, to
 tell the cost of the per-task gradients from that of the method.
 
-Memory (``--memory``; ``auto``: ``tf`` on TensorFlow, ``device`` on a JAX accelerator, ``process`` on
-JAX on the CPU):
+Memory (``--memory``; ``auto``: ``tf`` on TensorFlow where its allocator keeps statistics,
+``device`` on a JAX accelerator, ``process`` otherwise):
 
 - ``tf``: TensorFlow (CPU or GPU): ``tf.config.experimental.get_memory_info(device)['peak']``
   over the timed steps, after ``reset_memory_stats``, minus the bytes in use before them: the
-  working memory of a step as TensorFlow's allocator counts it, in the benchmark process. (On
-  the CPU it reports 0 until the first op has run, then counts like on a GPU.)
+  working memory of a step as TensorFlow's allocator counts it, in the benchmark process. (Not
+  every CPU build keeps these statistics: some raise "Allocator stats not available".)
 - ``device``: JAX on an accelerator: ``memory_stats()['peak_bytes_in_use']`` of a fresh
   process per (method, T) (build, warm-up and the steps: parameters, optimizer state and step
   buffers), as the peak cannot be reset in-process.
-- ``process``: JAX on the CPU (no ``memory_stats`` there): peak RSS of a fresh process per
+- ``process``: either backend on the CPU without allocator statistics: peak RSS of a fresh process per
   (method, T) above its RSS after the imports (the kernel's high-water mark ``VmHWM``, reset
   through ``/proc/self/clear_refs``; ``ru_maxrss`` where that is unavailable); tracing and
   compiling included.
@@ -146,10 +146,20 @@ def tf_memory_device() -> str:
     return "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
 
 
+def tf_allocator_counts() -> bool:
+    """Whether TensorFlow's allocator keeps statistics on the device the steps run on."""
+    tf.constant(1.0) + 1.0  # some builds report nothing before the first op
+    try:
+        tf.config.experimental.get_memory_info(tf_memory_device())
+    except ValueError:
+        return False
+    return True
+
+
 def choose_memory(requested: str) -> str:
     if requested != "auto":
         return requested
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() == "tensorflow" and tf_allocator_counts():
         return "tf"
     return "device" if _accelerator() else "process"
 
