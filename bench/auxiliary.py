@@ -37,7 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MTLZOO_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 import mtlzoo  # noqa: E402
@@ -123,7 +122,7 @@ def run_fashion(seeds, quick: bool, workdir: Path) -> dict:
             keras.backend.clear_session()
     base = scores["left alone"]
     return {arm: {"left_accuracy": results_io.summary(v), "seconds": results_io.summary(seconds[arm]),
-                  **({"paired_gain": results_io.summary(np.subtract(v, base))} if arm != "left alone" else {})}
+                  **({"paired_gain": results_io.paired(v, base)} if arm != "left alone" else {})}
             for arm, v in scores.items()}
 
 
@@ -142,7 +141,7 @@ def run_adversarial(seeds, quick: bool, workdir: Path, probe_epochs: int) -> dic
             keras.backend.clear_session()
     base = left["left alone"]
     return {arm: {"left_accuracy": results_io.summary(left[arm]), "probe_right_accuracy": results_io.summary(probe[arm]),
-                  **({"paired_left_change": results_io.summary(np.subtract(left[arm], base))} if arm != "left alone" else {})}
+                  **({"paired_left_change": results_io.paired(left[arm], base)} if arm != "left alone" else {})}
             for arm in arms}
 
 

@@ -300,6 +300,8 @@ def summarise(runs: dict) -> dict:
 
 
 def verdict(gain: dict) -> str:
+    if gain["ci95"] is None:
+        return "one seed, no interval"
     low, high = gain["ci95"]
     return "better" if low > 0 else "worse" if high < 0 else "no significant difference"
 
@@ -328,7 +330,8 @@ def markdown(report: dict) -> str:
             cell = f"{entry['score']['mean']:.4f} ± {entry['score']['std']:.4f}"
             if "paired_gain" in entry:
                 g = entry["paired_gain"]
-                cell += f" ({g['mean']:+.4f} [{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}])"
+                interval = f" [{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]" if g["ci95"] else ""
+                cell += f" ({g['mean']:+.4f}{interval})"
             cells.append(cell)
         lines.append(f"| {domain} | {METRICS[domain][0]} | " + " | ".join(cells) + " |")
     verdicts = {d: verdict(table["muir"][d]["paired_gain"]) for d in DOMAINS}

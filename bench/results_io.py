@@ -72,13 +72,13 @@ def summary(values) -> dict:
 
 def paired(treated, baseline, better: int = 1) -> dict:
     """The per-seed difference ``better * (treated - baseline)`` (positive: treated is better),
-    summarised with its two-sided 95 % Student-t interval over the seeds."""
+    summarised with its two-sided 95 % Student-t interval over the seeds (None from one seed)."""
     import numpy as np
     from scipy import stats
 
     differences = better * (np.asarray(treated, "float64") - np.asarray(baseline, "float64"))
     result = summary(differences)
     n = len(differences)
-    half = stats.t.ppf(0.975, n - 1) * result["std"] / np.sqrt(n) if n > 1 else float("inf")
-    result["ci95"] = [result["mean"] - half, result["mean"] + half]
+    half = stats.t.ppf(0.975, n - 1) * result["std"] / np.sqrt(n) if n > 1 else None
+    result["ci95"] = None if half is None else [float(result["mean"] - half), float(result["mean"] + half)]
     return result
