@@ -82,3 +82,18 @@ def paired(treated, baseline, better: int = 1) -> dict:
     half = stats.t.ppf(0.975, n - 1) * result["std"] / np.sqrt(n) if n > 1 else None
     result["ci95"] = None if half is None else [float(result["mean"] - half), float(result["mean"] + half)]
     return result
+
+
+def keep_run(directory: str | os.PathLike, name: str, result: dict) -> None:
+    """Keep one finished run of a long benchmark as ``directory/name.json``, so that its runs
+    can go in separate processes and the table be rebuilt from all of them (``kept_runs``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f".{name}.json.partial"
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(directory / f"{name}.json")  # never a half-written run in the table
+
+
+def kept_runs(directory: str | os.PathLike) -> list[dict]:
+    """Every run ``keep_run`` kept in ``directory``, in name order."""
+    return [json.loads(p.read_text()) for p in sorted(Path(directory).glob("*.json"))]

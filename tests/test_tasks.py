@@ -112,3 +112,24 @@ def test_task_weights_scale_the_total_loss():
     assert model.evaluate({"features": x}, y, verbose=0, return_dict=True) == pytest.approx(logs)
     with pytest.raises(ValueError, match="unknown task"):
         model.compile(optimizer="sgd", loss={"c": "mse"})
+
+
+def test_losses_given_by_name_or_function_compile_train_and_reload(tmp_path):
+    tasks = [Task("a", "regression"), Task("b", "regression")]
+    model = mtlzoo.create_model("hard_sharing", tasks, {"features": (3,)}, shared_units=[4])
+
+    def half_squared(y_true, y_pred):
+        return 0.5 * keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+    model.compile(optimizer="sgd", loss={"a": "mae", "b": half_squared})
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = {"a": np.full((8, 1), 2.0, "float32"), "b": np.full((8, 1), -3.0, "float32")}
+    model.fit({"features": x}, y, epochs=1, verbose=0)
+    logs = model.evaluate({"features": x}, y, verbose=0, return_dict=True)
+    out = model.predict({"features": x}, verbose=0)
+    assert logs["a_loss"] == pytest.approx(np.mean(np.abs(out["a"] - 2.0)), rel=1e-5)
+    assert logs["b_loss"] == pytest.approx(0.5 * np.mean((out["b"] + 3.0) ** 2), rel=1e-5)
+    assert [type(loss).__name__ for loss, _ in model.task_loss_functions().values()] == ["FunctionLoss"] * 2
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", custom_objects={"half_squared": half_squared})
+    assert reloaded.evaluate({"features": x}, y, verbose=0, return_dict=True) == pytest.approx(logs)

@@ -89,13 +89,15 @@ def resolve_backbone(kind: str, rank: int) -> str:
     return kind
 
 
-def task_head(x, task: Task, units: Sequence[int] = (), *, activation="relu", dropout: float = 0.0, wrap=None):
+def task_head(x, task: Task, units: Sequence[int] = (), *, activation="relu", dropout: float = 0.0, wrap=None,
+              output_bias: bool = True):
     """Task-specific dense layers ending in the task's raw output, named after the task.
 
-    The output layer computes in float32 so that mixed-precision models still emit float32.
+    The output layer computes in float32 so that mixed-precision models still emit float32;
+    ``output_bias=False`` drops its intercept (for tasks known to have none).
     """
     x = mlp(x, units, activation=activation, dropout=dropout, prefix=f"{task.name}_head", wrap=wrap)
-    return _call(keras.layers.Dense(task.output_size, name=task.name, dtype="float32"), x, wrap)
+    return _call(keras.layers.Dense(task.output_size, use_bias=output_bias, name=task.name, dtype="float32"), x, wrap)
 
 
 def columns(

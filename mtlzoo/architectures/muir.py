@@ -32,6 +32,7 @@ def muir(
     num_hypermodules: int | None = None,
     num_candidates: int = 2,
     mix_lr_multiplier: float = 100.0,
+    output_bias: bool = True,
 ):
     """One column per task whose kernels come from one shared hypermodule bank (MUiR).
 
@@ -44,6 +45,8 @@ def muir(
         num_candidates: 1 + lambda, hypermodules mixed per location during alignment search.
         mix_lr_multiplier: how much faster the mixing logits learn (100: the paper's soft
             learning rate of 0.1 next to Adam's 1e-3).
+        output_bias: whether each task's output layer has an intercept (the Kang benchmark's
+            linear tasks have none, and one learned from 10 noisy examples only adds variance).
     """
     x = backbones.join_inputs(inputs, "muir")
     kind = backbones.resolve_backbone(backbone, len(x.shape))
@@ -57,7 +60,8 @@ def muir(
         else:
             h = backbones.cnn(start, filters, units, kernel_size=kernel_size, activation=activation,
                               prefix=task.name, wrap=wrap)
-        return backbones.task_head(h, task, head_units, activation=activation, wrap=wrap)
+        return backbones.task_head(h, task, head_units, activation=activation, wrap=wrap,
+                                   output_bias=output_bias)
 
     # First pass, on a scratch input: build every layer once to learn its kernels' shapes, so
     # the bank can be sized before the real columns are wired to it.

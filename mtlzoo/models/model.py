@@ -298,13 +298,31 @@ class MultiTaskModel(keras.Model):
         return cls(inputs=graph.input, outputs=graph.output, tasks=tasks, shared=shared, name=graph.name)
 
 
+@keras.saving.register_keras_serializable(package="mtlzoo")
+class FunctionLoss(keras.losses.Loss):
+    """A loss function ``fn(y_true, y_pred) -> per-example losses`` (or a Keras name of one,
+    such as ``"mse"``) as a ``keras.losses.Loss``, reduced over the batch like Keras's own."""
+
+    def __init__(self, fn, name: str | None = None, reduction="sum_over_batch_size", dtype=None):
+        fn = keras.losses.get(fn) if isinstance(fn, (str, dict)) else fn
+        if not callable(fn):
+            raise ValueError(f"FunctionLoss needs a loss function or its Keras name, got {fn!r}.")
+        super().__init__(name=name or getattr(fn, "__name__", "loss"), reduction=reduction, dtype=dtype)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
+
+
 def _as_loss(identifier) -> keras.losses.Loss:
-    """A ``keras.losses.Loss`` for a compile(loss=...) entry (a function gets Keras's wrapper)."""
+    """A ``keras.losses.Loss`` for a compile(loss=...) entry (a function or name of one included)."""
     loss = keras.losses.get(identifier)
     if isinstance(loss, keras.losses.Loss):
         return loss
-    name = identifier if isinstance(identifier, str) else getattr(loss, "__name__", None)
-    return keras.losses.LossFunctionWrapper(loss, name=name)
+    return FunctionLoss(loss, name=identifier if isinstance(identifier, str) else None)
 
 
 def _legacy_shared_layer(config) -> str | None:

@@ -44,6 +44,7 @@ EARLY_STOPPING_DEFAULTS: Mapping[str, Any] = {
     "min_delta": 0.0,
     "restore_best_weights": True,
     "mode": "auto",
+    "start_from_epoch": 0,
 }
 
 
@@ -75,7 +76,9 @@ class TrainingConfig:
       improvement, default 0), ``restore_best_weights`` (default true: the saved model is the
       best epoch's) and ``mode`` (``auto``, the default, resolves ``min`` for losses and
       errors and ``max`` for accuracy, AUC and the like; set ``min`` or ``max`` to monitor a
-      log key the recipe cannot predict, which is then checked at the end of the first epoch).
+      log key the recipe cannot predict, which is then checked at the end of the first epoch)
+      and ``start_from_epoch`` (default 0; epochs before it are neither scored nor counted,
+      e.g. a MUiR alignment search's generations, whose best the search restores itself).
       Stored with the defaults filled in.
     - ``loss_normalization``: ``batch`` (default) or ``labelled``: what each task's loss is
       divided by, the batch size or the task's labelled examples in the batch (for tasks with
@@ -265,6 +268,7 @@ _EARLY_STOPPING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_delta": (lambda v: is_number(v) and v >= 0, "a finite number >= 0"),
     "restore_best_weights": (lambda v: isinstance(v, bool), "true or false"),
     "mode": (lambda v: v in mtl_callbacks.MONITOR_MODES, f"one of {list(mtl_callbacks.MONITOR_MODES)}"),
+    "start_from_epoch": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
 }
 
 

@@ -284,11 +284,13 @@ class TaskEarlyStopping(keras.callbacks.EarlyStopping):
     """
 
     def __init__(self, monitor: str = DEFAULT_MONITOR, patience: int = 5, min_delta: float = 0.0,
-                 restore_best_weights: bool = True, mode: str = "min", verbose: int = 0):
+                 restore_best_weights: bool = True, mode: str = "min", start_from_epoch: int = 0,
+                 verbose: int = 0):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}; resolve 'auto' with resolve_mode().")
         super().__init__(monitor=monitor, patience=patience, min_delta=min_delta, mode=mode,
-                         restore_best_weights=restore_best_weights, verbose=verbose)
+                         restore_best_weights=restore_best_weights, start_from_epoch=start_from_epoch,
+                         verbose=verbose)
         self._restored: dict | None = None
         self._written: tuple[int, str] | None = None  # (best epoch, file) last checkpointed
 

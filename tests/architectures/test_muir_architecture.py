@@ -155,7 +155,7 @@ def test_muir_architecture_gives_each_task_a_column_generated_by_one_bank(tmp_pa
 def muir_recipe(**training) -> dict:
     raw = yaml.safe_load((REPO / "zoo_configs" / "kang_muir.yaml").read_text())
     raw["tasks"] = ["task_00", "task_01", "task_10", "task_20"]
-    raw["training"].update(epochs=3, steps_per_epoch=5, **training)
+    raw["training"].update({"epochs": 3, "steps_per_epoch": 5, **training})
     raw["training"]["alignment_search"]["generations"] = 2
     return raw
 
@@ -177,6 +177,27 @@ def test_recipe_searches_for_its_generations_then_trains_the_best_and_resumes(tm
     assert int(keras.ops.convert_to_numpy(muir.find_bank(resumed).generation)) == 2
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(muir.find_bank(resumed).assignment), assignment)
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())["loss"]) == 4
+
+
+def test_recipe_early_stopping_scores_only_the_epochs_after_the_search(tmp_path):
+    # No epoch can improve by min_delta: the first epoch after the two generations is the best,
+    # the next one stops the run. Scored from epoch 1, it would have stopped during the search.
+    raw = muir_recipe(epochs=8)
+    raw["training"]["early_stopping"].update(patience=1, min_delta=1e6, start_from_epoch=2)
+    recipe = recipe_from_dict(raw, source="test")
+    model = trainer.train(recipe, tmp_path / "run", verbose=0)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["epochs_done"] == 4
+    assert (info["early_stopping"]["best_epoch"], info["early_stopping"]["stopped_epoch"]) == (3, 4)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert info["early_stopping"]["best"] == pytest.approx(history["val_loss"][2])
+    # The model kept is epoch 3's, with the search's alignment and no intercepts in the heads
+    # (the recipe's output_bias: false).
+    assert int(keras.ops.convert_to_numpy(muir.find_bank(model).generation)) == 2
+    assert not [v.path for v in model.weights if v.path.endswith("bias")]
+    val = recipe.load_split(recipe.make_dataset(), "validation").to_tf_dataset(300)
+    logs = model.evaluate(val, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(history["val_loss"][2], rel=1e-5)
 
 
 @pytest.mark.parametrize("change, message", [

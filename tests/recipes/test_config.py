@@ -100,8 +100,10 @@ def test_dumped_recipe_loads_back_equal(tmp_path):
         (dict(training__early_stopping=5), "training.early_stopping", "null or a mapping"),
         (dict(training__early_stopping={"patients": 3}), "training.early_stopping.patients",
          r"did you mean 'patience'.*expected one of \['min_delta', 'mode', 'monitor', 'patience', "
-         r"'restore_best_weights'\]"),
+         r"'restore_best_weights', 'start_from_epoch'\]"),
         (dict(training__early_stopping={"patience": 0}), "training.early_stopping.patience", "integer >= 1"),
+        (dict(training__early_stopping={"start_from_epoch": -1}), "training.early_stopping.start_from_epoch",
+         "integer >= 0"),
         (dict(training__early_stopping={"min_delta": -1}), "training.early_stopping.min_delta", "number >= 0"),
         (dict(training__early_stopping={"restore_best_weights": "yes"}),
          "training.early_stopping.restore_best_weights", "true or false"),
@@ -148,6 +150,7 @@ def test_weighting_and_regularisation_round_trip(tmp_path):
     # Early stopping is stored with its defaults filled in.
     assert training.early_stopping == {
         "monitor": "mean_val_mae", "patience": 2, "min_delta": 0.0, "restore_best_weights": True, "mode": "auto",
+        "start_from_epoch": 0,
     }
     dump_recipe(recipe, tmp_path / "again.yaml")
     again = load_recipe(tmp_path / "again.yaml")
