@@ -274,14 +274,9 @@ def main(argv=None) -> int:
     else:
         cost = step_cost(splits(noisy=False), steps=2000)
     report = report_from(results_io.kept_runs(PARTS), cost)
-    print(markdown(report))
-    results_io.write(args.out, report, markdown(report))
     missed = [v for v, r in report["variants"].items()
               if not r["every_seed_meets_goal"] or r["improvement"]["mean"] <= 0]
-    if missed:
-        print(f"GOAL MISSED on {missed}")
-        return 1
-    return 0
+    return results_io.publish(args.out, report, markdown(report), missed)
 
 
 if __name__ == "__main__":

@@ -134,13 +134,8 @@ def main(argv=None) -> int:
     if args.quick:
         return 0
     report = report_from(results_io.kept_runs(PARTS))
-    print(markdown(report))
-    results_io.write(RESULTS / "muir_kang_recipe", report, markdown(report))
     missed = [v for v, r in report["variants"].items() if not r["every_seed_meets_goal"]]
-    if missed:
-        print(f"GOAL MISSED on {missed}")
-        return 1
-    return 0
+    return results_io.publish(RESULTS / "muir_kang_recipe", report, markdown(report), missed)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,16 @@ def write(out: str | os.PathLike, report: dict, markdown: str) -> None:
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 
+def publish(out: str | os.PathLike, report: dict, markdown: str, missed: list) -> int:
+    """Print and ``write`` the report; the exit code is 1, naming ``missed``, where a goal was missed."""
+    print(markdown)
+    write(out, report, markdown)
+    if missed:
+        print(f"GOAL MISSED on {missed}")
+        return 1
+    return 0
+
+
 def seconds_per_step(runs: dict, steps: int, *, warm_steps: int = 20, rounds: int = 3) -> dict:
     """Median wall-clock seconds per training step of each ``{name: (model, make_dataset)}``
     (``step_times``)."""
@@ -95,5 +105,8 @@ def keep_run(directory: str | os.PathLike, name: str, result: dict) -> None:
 
 
 def kept_runs(directory: str | os.PathLike) -> list[dict]:
-    """Every run ``keep_run`` kept in ``directory``, in name order."""
-    return [json.loads(p.read_text()) for p in sorted(Path(directory).glob("*.json"))]
+    """Every run ``keep_run`` kept in ``directory``, in name order; SystemExit if there is none."""
+    runs = [json.loads(p.read_text()) for p in sorted(Path(directory).glob("*.json"))]
+    if not runs:
+        raise SystemExit(f"No runs kept in {directory}: run the benchmark (without --table-only) first.")
+    return runs
