@@ -6,7 +6,7 @@ over the 30 tasks of every run, mean ± std over the seeds, against the goals (c
 noisy <= 0.42, on every seed). ``bench/muir_kang.py`` is the paper's experiment without the
 trainer, with 1000 generations and the single-task baseline.
 
-A run takes 10-20 minutes of one CPU core, so each is kept as it finishes
+A run takes 20-35 minutes of one CPU core, so each is kept as it finishes
 (``bench/results/muir_kang_recipe/<variant>_seed<k>.json``) and the table is rebuilt from every
 run kept: parts run side by side in separate processes.
 
