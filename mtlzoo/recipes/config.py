@@ -135,6 +135,15 @@ class Recipe:
             data = data.keep_labels(self.label_fraction, self.label_seed).labelled_only()
         return data
 
+    def load_training_splits(self, dataset: data_base.Dataset) -> tuple[data_base.MultiTaskArrays,
+                                                                         data_base.MultiTaskArrays]:
+        """The training split and ``training.validation_split``, as ``train`` and tuning use them.
+
+        Auxiliary targets the validation split lacks (privileged ones) count there as unlabelled.
+        """
+        train = self.load_split(dataset, "train")
+        return train, self.load_split(dataset, self.training.validation_split).with_absent(train)
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``recipe_from_dict`` turns back into an equal recipe."""
         return {

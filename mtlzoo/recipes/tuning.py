@@ -111,8 +111,7 @@ def tune(recipe, directory, *, overwrite: bool = False, verbose: int = 0):
     choose(recipe, settings["space"], keras_tuner.HyperParameters())
     objective = objectives(settings.get("objective", mtl_callbacks.DEFAULT_MONITOR))
     dataset = recipe.make_dataset()
-    train = recipe.load_split(dataset, "train")
-    val = recipe.load_split(dataset, recipe.training.validation_split).with_absent(train)
+    train, val = recipe.load_training_splits(dataset)
     input_spec = dataset.input_spec()
 
     def build(hp):

@@ -170,9 +170,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     dataset = recipe.make_dataset()
     names = [t.name for t in recipe.tasks]
-    train_data = recipe.load_split(dataset, "train")
-    # Auxiliary targets the validation split lacks (privileged ones) count there as unlabelled.
-    val_data = recipe.load_split(dataset, config.validation_split).with_absent(train_data)
+    train_data, val_data = recipe.load_training_splits(dataset)
 
     tf_strategy = make_strategy(strategy_name)
     initial_epoch = 0
