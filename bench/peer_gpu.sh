@@ -3,10 +3,11 @@
 # torch.compile, fp32 and bf16, batch sizes 256 to 4096, two rounds; it starts no measurement after
 # 7 minutes (--deadline 420) so that it ends within 8 on one H100/H200, keeping what it measured.
 #
-# Made for a machine with JAX (CUDA) and PyTorch but no TensorFlow and no network: Keras and its
-# two pure-Python needs travel as wheels in .whl/ beside the repo's files, made here with
+# Made for a machine with JAX (CUDA) and PyTorch but no TensorFlow and no network: Keras and two
+# of its needs (namex, optree) travel as wheels in .whl/ beside the repo's files, made here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux2014_x86_64 -d .whl keras==3.15.1 namex optree
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl keras==3.15.1 namex optree
 # Writes bench/results/peer_throughput_gpu.{json,md} (or under $PEER_OUT). PEER_DEVICE=cpu runs
 # the same sweep on the CPU (a check that the script works where no GPU is); extra arguments go
 # to peer_throughput.py (--quick: one short round).
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 python="${PEER_PYTHON:-python3}"
 device="${PEER_DEVICE:-gpu}"
 export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3
-if compgen -G ".whl/*.whl" > /dev/null; then
+if ! "$python" -c "import keras" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/peer-site .whl/*.whl
   export PYTHONPATH="/tmp/peer-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
