@@ -609,11 +609,9 @@ def main(argv=None) -> int:
     print(text)
     if args.quick:
         return 0 if all("error" not in m for m in measurements) else 1
-    out = Path(args.out or RESULTS / f"peer_throughput_{args.device}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(text)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    import results_io  # bench/, beside this script; here because the tests import this module by path
+
+    results_io.write(args.out or RESULTS / f"peer_throughput_{args.device}", report, text)
     return 0
 
 
