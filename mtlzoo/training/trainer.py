@@ -122,6 +122,7 @@ def train(
     overwrite: bool = False,
     verbose="auto",
     start_from: keras.Model | None = None,
+    callbacks=(),
 ) -> keras.Model:
     """Train ``recipe`` into ``run_dir`` and return the trained model.
 
@@ -137,6 +138,8 @@ def train(
         start_from: a model to train instead of building the recipe's architecture (fine-tuning
             a preset); it is compiled with the recipe's optimizer and weighting. Ignored when
             resuming.
+        callbacks: more Keras callbacks for ``fit``; they run after the zoo's own, so at the
+            end of an epoch they see its checkpoint written and its task means in the logs.
 
     With ``training.early_stopping`` the run may end before ``epochs``; its state is in every
     checkpoint, so a resumed run stops where an uninterrupted one would, and resuming a run
@@ -147,6 +150,10 @@ def train(
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}.")
     total_epochs = epochs if epochs is not None else config.epochs
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(f"callbacks must be keras.callbacks.Callback instances, got {callback!r}.")
     strategy_name = strategy or config.strategy
     writer = strategy_name != "multi_worker" or multi_worker.is_chief()
     recorder = mtl_callbacks.RunRecorder(run_dir, writes=writer)
@@ -204,18 +211,19 @@ def train(
     # the task means next, so that early stopping, the records and TensorBoard see them.
     # The task means (what early stopping watches by default) are over the main tasks only.
     main_names = [t.name for t in main_tasks(recipe.tasks)]
-    callbacks = [mtl_callbacks.MeanTaskMetric(main_names), recorder]
+    loop_callbacks = [mtl_callbacks.MeanTaskMetric(main_names), recorder]
     if verbose:
         # Silent, it would still make fit wait for every batch's logs.
-        callbacks.append(mtl_callbacks.TaskProgbar(names))
+        loop_callbacks.append(mtl_callbacks.TaskProgbar(names))
     if stopper is not None:
-        callbacks.insert(1, stopper)  # before the recorder, which checkpoints its state
+        loop_callbacks.insert(1, stopper)  # before the recorder, which checkpoints its state
     if config.alignment_search is not None:
         # MUiR: one epoch is one generation; the best (by val_loss) is restored when the search ends.
-        callbacks.insert(0, AlignmentSearch(**config.alignment_search))
-    callbacks.insert(0, mtl_callbacks.StopOnNonFiniteLoss())
+        loop_callbacks.insert(0, AlignmentSearch(**config.alignment_search))
+    loop_callbacks.insert(0, mtl_callbacks.StopOnNonFiniteLoss())
     if writer and keras.backend.backend() == "tensorflow":
-        callbacks.append(mtl_callbacks.EpochTensorBoard(str(run_dir / "logs")))
+        loop_callbacks.append(mtl_callbacks.EpochTensorBoard(str(run_dir / "logs")))
+    loop_callbacks += callbacks
 
     # batch_size is the global batch: each step splits it over all replicas of all workers. The
     # stream of batches is endless and a function of the seed alone, so a resumed run starts
@@ -238,7 +246,7 @@ def train(
                 validation_data=val_batches,
                 epochs=max(last_epoch, initial_epoch),
                 initial_epoch=initial_epoch,
-                callbacks=callbacks,
+                callbacks=loop_callbacks,
                 verbose=verbose,
                 shuffle=False,  # the stream is shuffled already (seeded, per pass)
             )

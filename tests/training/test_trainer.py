@@ -21,10 +21,22 @@ def max_abs_diff(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
+class SeesEachEpochEnd(keras.callbacks.Callback):
+    """What a user's callback finds at the end of each epoch: the checkpoint and the logs."""
+
+    def __init__(self, state_path):
+        super().__init__()
+        self.state_path, self.seen = state_path, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append((epoch, json.loads(self.state_path.read_text())["epochs_done"], sorted(logs)))
+
+
 def test_train_writes_a_complete_run_directory_and_learns(tmp_path):
     recipe = small_recipe(epochs=4)
-    model = trainer.train(recipe, tmp_path / "run", verbose=0)
     run = tmp_path / "run"
+    user = SeesEachEpochEnd(run / "checkpoints" / "state.json")
+    model = trainer.train(recipe, run, verbose=0, callbacks=[user])
     for name in ("recipe.yaml", "model.keras", "history.json", "run.json", "checkpoints/last.keras"):
         assert (run / name).is_file(), name
     assert list((run / "logs" / "train").glob("events.out.tfevents.*")), "no TensorBoard events"
@@ -36,6 +48,15 @@ def test_train_writes_a_complete_run_directory_and_learns(tmp_path):
     assert info["replicas"] == 1 and info["parameters"] == model.count_params()
     assert json.loads((run / "checkpoints" / "state.json").read_text())["epochs_done"] == 4
     assert [t.name for t in model.tasks] == ["task_00", "task_01", "task_10", "task_20"]
+    # The user's callback runs after the zoo's: that epoch is checkpointed, its task means logged.
+    assert [(epoch, done) for epoch, done, _ in user.seen] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert all({"loss", "val_loss", "task_00_rmse"} <= set(keys) for _, _, keys in user.seen)
+
+
+def test_a_callback_that_is_not_a_keras_callback_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(TypeError, match="keras.callbacks.Callback instances, got <function"):
+        trainer.train(small_recipe(), tmp_path / "run", verbose=0, callbacks=[lambda epoch, logs: None])
+    assert not (tmp_path / "run").exists()
 
 
 def test_tensorboard_logs_hold_one_scalar_per_epoch_and_no_batch_scalars(tmp_path):
