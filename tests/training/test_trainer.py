@@ -50,7 +50,7 @@ def test_train_writes_a_complete_run_directory_and_learns(tmp_path):
     assert [t.name for t in model.tasks] == ["task_00", "task_01", "task_10", "task_20"]
     # The user's callback runs after the zoo's: that epoch is checkpointed, its task means logged.
     assert [(epoch, done) for epoch, done, _ in user.seen] == [(0, 1), (1, 2), (2, 3), (3, 4)]
-    assert all({"loss", "val_loss", "task_00_rmse"} <= set(keys) for _, _, keys in user.seen)
+    assert all({"loss", "val_loss", "task_00_rmse", "mean_val_loss"} <= set(keys) for _, _, keys in user.seen)
 
 
 def test_a_callback_that_is_not_a_keras_callback_is_refused_before_anything_is_written(tmp_path):
