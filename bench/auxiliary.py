@@ -15,9 +15,11 @@ Adversarial: MultiMNIST's left digit with the right digit adversarial
 shared representation of each model to predict the right digit, scored on the test split.
 
 Every arm's early stopping watches the left task's validation accuracy. Paired differences are
-per seed. Writes ``bench/results/auxiliary.{json,md}``::
+per seed. Writes ``bench/results/auxiliary.{json,md}``; a run of one study keeps the other
+study's committed results (each study records its own command)::
 
     python bench/auxiliary.py                 # 3 seeds, both studies
+    python bench/auxiliary.py --studies adversarial
     python bench/auxiliary.py --quick         # 2,000 examples, 1 seed, short: a smoke run
 """
 
@@ -45,6 +47,7 @@ import results_io  # noqa: E402  (bench/, beside this script)
 RESULTS = REPO / "bench" / "results"
 RECIPES = REPO / "zoo_configs"
 CHANCE = 0.10
+STUDIES = ("fashion", "adversarial")
 
 
 def recipe(name: str) -> dict:
@@ -154,13 +157,12 @@ def markdown(report: dict) -> str:
     n = len(report["seeds"])
     lines = ["# Auxiliary and adversarial tasks", "",
              f"{n} seeds ({', '.join(map(str, report['seeds']))}); mean ± sample std over seeds; paired differences per "
-             f"seed. {report['machine']['cpus']} CPU cores, TF {report['machine']['tensorflow']}. "
-             f"Reproduce: `{report['command']}`."]
+             f"seed. {report['machine']['cpus']} CPU cores, TF {report['machine']['tensorflow']}."]
     if "fashion" in report:
         goal = report["goals"]["auxiliary_gain_points"]
         lines += ["", "## Data-scarce main task: MultiFashion, left item on 1,000 labels", "",
                   "Test accuracy of `left` (%); the gain is paired against `left alone` on the same seed "
-                  f"(goal: at least +{goal:.0f} points).", "",
+                  f"(goal: at least +{goal:.0f} points). Reproduce: `{report['commands']['fashion']}`.", "",
                   "| arm | left accuracy % | gain vs left alone (points) | met | s / run |",
                   "| --- | ---: | ---: | --- | ---: |"]
         for arm, s in report["fashion"].items():
@@ -173,7 +175,8 @@ def markdown(report: dict) -> str:
         lines += ["", "## Adversarial: MultiMNIST, right digit adversarial", "",
                   f"Probe: a 64-unit MLP trained on the frozen shared representation to predict the right digit "
                   f"(chance {100 * CHANCE:.0f} %; goal: at most {100 * CHANCE + goals['probe_above_chance_points']:.0f} %). "
-                  f"Left accuracy: goal within {goals['left_within_points']:.0f} point of `left alone`.", "",
+                  f"Left accuracy: goal within {goals['left_within_points']:.0f} point of `left alone`. "
+                  f"Reproduce: `{report['commands']['adversarial']}`.", "",
                   "| arm | left accuracy % | left change (points) | probe: right accuracy % |",
                   "| --- | ---: | ---: | ---: |"]
         for arm, s in report["adversarial"].items():
@@ -183,16 +186,34 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def keep_other_studies(report: dict, previous: Path) -> dict:
+    """``report`` plus the studies it did not run, with their commands, from ``previous``."""
+    if not previous.exists():
+        return report
+    old = json.loads(previous.read_text())
+    if old.get("seeds") != report["seeds"]:
+        return report  # other seeds: not comparable side by side
+    old_commands = old.get("commands", {study: old.get("command") for study in STUDIES})
+    report = {**report, "commands": dict(report["commands"])}
+    for study in STUDIES:
+        if study not in report and study in old:
+            report[study] = old[study]
+            report["commands"][study] = old_commands[study]
+    return {**report, "commands": {s: report["commands"][s] for s in STUDIES if s in report["commands"]}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--studies", default="fashion,adversarial")
+    parser.add_argument("--studies", default=",".join(STUDIES))
     parser.add_argument("--probe-epochs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="2,000 examples, 1 seed, at most 3 epochs; nothing written")
     parser.add_argument("--out", default=str(RESULTS / "auxiliary"))
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    studies = args.studies.split(",")
+    studies = [s for s in STUDIES if s in args.studies.split(",")]
+    if not studies or set(args.studies.split(",")) - set(STUDIES):
+        parser.error(f"--studies takes a comma-separated subset of {','.join(STUDIES)}; got {args.studies!r}")
     report = {"seeds": seeds, "goals": {"auxiliary_gain_points": 2.0, "probe_above_chance_points": 5.0,
                                         "left_within_points": 1.0}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,9 +221,12 @@ def main(argv=None) -> int:
             report["fashion"] = run_fashion(seeds, args.quick, Path(tmp))
         if "adversarial" in studies:
             report["adversarial"] = run_adversarial(seeds, args.quick, Path(tmp), 2 if args.quick else args.probe_epochs)
-    extra = "".join(f" --{k} {v}" for k, v in (("seeds", args.seeds), ("studies", args.studies))
+    extra = "".join(f" --{k} {v}" for k, v in (("seeds", args.seeds), ("studies", ",".join(studies)))
                     if v != parser.get_default(k))
-    report.update(command=f"python bench/auxiliary.py{extra}", machine=results_io.machine())
+    report.update(commands={study: f"python bench/auxiliary.py{extra}" for study in studies},
+                  machine=results_io.machine())
+    if not args.quick:
+        report = keep_other_studies(report, Path(args.out).with_suffix(".json"))
     print(markdown(report))
     if not args.quick:
         results_io.write(args.out, report, markdown(report))

@@ -168,3 +168,26 @@ def test_auxiliary_quick_run_reports_both_studies(data_dir):
                     "left alone", "+ right (adversarial)"]
     probes = [float(line.split("probe on right ")[1]) for line in stdout.splitlines() if "probe on right" in line]
     assert len(probes) == 2 and all(0 <= p <= 1 for p in probes)
+
+
+def test_auxiliary_run_of_one_study_keeps_the_other_studys_committed_results(tmp_path):
+    # In a subprocess: importing the bench script sets its own environment defaults.
+    previous = {"seeds": [0, 1, 2], "fashion": {"left alone": {"x": 1}}, "adversarial": {"old": 1},
+                "command": "python bench/auxiliary.py"}
+    (tmp_path / "auxiliary.json").write_text(json.dumps(previous))
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, 'bench'); import auxiliary\n"
+        "new = {'seeds': [0, 1, 2], 'adversarial': {'new': 1},\n"
+        "       'commands': {'adversarial': 'python bench/auxiliary.py --studies adversarial'}}\n"
+        f"kept = auxiliary.keep_other_studies(new, Path({str(tmp_path / 'auxiliary.json')!r}))\n"
+        "other = auxiliary.keep_other_studies({**new, 'seeds': [0]}, Path(sys.argv[1]))\n"
+        "print(json.dumps([kept, other]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "auxiliary.json")], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kept, other = json.loads(proc.stdout.splitlines()[-1])
+    assert kept["fashion"] == previous["fashion"] and kept["adversarial"] == {"new": 1}
+    assert kept["commands"] == {"fashion": "python bench/auxiliary.py",
+                                "adversarial": "python bench/auxiliary.py --studies adversarial"}
+    assert "fashion" not in other  # results over other seeds are not merged
