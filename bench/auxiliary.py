@@ -193,13 +193,10 @@ def keep_other_studies(report: dict, previous: Path) -> dict:
     old = json.loads(previous.read_text())
     if old.get("seeds") != report["seeds"]:
         return report  # other seeds: not comparable side by side
-    old_commands = old.get("commands", {study: old.get("command") for study in STUDIES})
-    report = {**report, "commands": dict(report["commands"])}
-    for study in STUDIES:
-        if study not in report and study in old:
-            report[study] = old[study]
-            report["commands"][study] = old_commands[study]
-    return {**report, "commands": {s: report["commands"][s] for s in STUDIES if s in report["commands"]}}
+    old_commands = old.get("commands") or {study: old["command"] for study in STUDIES}
+    kept = {study: old[study] for study in STUDIES if study not in report and study in old}
+    commands = {**{study: old_commands[study] for study in kept}, **report["commands"]}
+    return {**report, **kept, "commands": {s: commands[s] for s in STUDIES if s in commands}}
 
 
 def main(argv=None) -> int:
@@ -211,8 +208,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "auxiliary"))
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    studies = [s for s in STUDIES if s in args.studies.split(",")]
-    if not studies or set(args.studies.split(",")) - set(STUDIES):
+    asked = args.studies.split(",")
+    studies = [s for s in STUDIES if s in asked]
+    if not studies or set(asked) - set(STUDIES):
         parser.error(f"--studies takes a comma-separated subset of {','.join(STUDIES)}; got {args.studies!r}")
     report = {"seeds": seeds, "goals": {"auxiliary_gain_points": 2.0, "probe_above_chance_points": 5.0,
                                         "left_within_points": 1.0}}

@@ -179,7 +179,7 @@ def test_auxiliary_run_of_one_study_keeps_the_other_studys_committed_results(tmp
         "import json, sys; from pathlib import Path; sys.path.insert(0, 'bench'); import auxiliary\n"
         "new = {'seeds': [0, 1, 2], 'adversarial': {'new': 1},\n"
         "       'commands': {'adversarial': 'python bench/auxiliary.py --studies adversarial'}}\n"
-        f"kept = auxiliary.keep_other_studies(new, Path({str(tmp_path / 'auxiliary.json')!r}))\n"
+        "kept = auxiliary.keep_other_studies(new, Path(sys.argv[1]))\n"
         "other = auxiliary.keep_other_studies({**new, 'seeds': [0]}, Path(sys.argv[1]))\n"
         "print(json.dumps([kept, other]))\n"
     )
