@@ -1,13 +1,16 @@
 """Auxiliary and adversarial tasks: the heads ``create_model`` attaches to the shared
-representation, and the reversal schedule ``MultiTaskModel.fit`` keeps.
+representation, and the adversaries' schedule ``MultiTaskModel.fit`` keeps.
 
 Tasks with role ``auxiliary`` of the ordinary kinds are built by the architecture like any
 other task (a second label that shapes the shared trunk). Two kinds of head are attached here
 instead, to whatever tensor the architecture declares as its shared representation, so that
 every such architecture takes them:
 
-- an *adversarial* task's head reads the representation through a ``GradientReversal`` layer
-  (``<task>_reversal``): the head learns to predict the task, the trunk to defeat it;
+- an *adversarial* task's head learns to predict the task while the trunk learns to defeat it:
+  by default the head reads the representation through a ``GradientReversal`` layer
+  (``<task>_reversal``); with ``adversary="confusion"`` the head reads a stopped copy
+  (``<task>_stop``) and a ``Confusion`` layer (``<task>_confusion``) makes the trunk push the
+  same head's prediction toward uniform (``mtlzoo.layers.adversary``);
 - a *reconstruction* task's decoder maps the representation back to its named input
   (``<task>_decoder_dense_<i>``, then the input's shape).
 
@@ -22,7 +25,7 @@ from typing import Mapping, Sequence
 import keras
 
 from mtlzoo.architectures import backbones
-from mtlzoo.layers.gradient_reversal import GradientReversal
+from mtlzoo.layers import adversary
 from mtlzoo.tasks import Task
 
 ADVERSARY_UNITS = (64,)
@@ -52,11 +55,31 @@ def attach_heads(tasks: Sequence[Task], shared, features: Mapping[str, object], 
             # Unset fields keep the layer's own defaults.
             options = {k: v for k, v in (("schedule", task.reversal), ("strength", task.reversal_strength))
                        if v is not None}
-            reversed_ = GradientReversal(**options, name=f"{task.name}_reversal")(flat)
-            outputs[task.name] = backbones.task_head(reversed_, task, task.head_units or ADVERSARY_UNITS)
+            if task.adversary == "confusion":
+                outputs[task.name] = _confusion_head(flat, task, options)
+            else:
+                reversed_ = adversary.GradientReversal(**options, name=f"{task.name}_reversal")(flat)
+                outputs[task.name] = backbones.task_head(reversed_, task, task.head_units or ADVERSARY_UNITS)
         else:
             outputs[task.name] = _decoder(flat, task, features)
     return outputs
+
+
+def _confusion_head(flat, task: Task, options: dict):
+    """The head on ``stop_gradient(flat)`` (learns the task) and, with the same layers, on
+    ``flat`` (what the trunk makes uniform), joined by a ``Confusion`` layer."""
+    layers = []
+
+    def collect(layer):
+        layers.append(layer)
+        return layer
+
+    stopped = adversary.StopGradient(name=f"{task.name}_stop")(flat)
+    head = backbones.task_head(stopped, task, task.head_units or ADVERSARY_UNITS, wrap=collect)
+    live = flat
+    for layer in layers:
+        live = layer(live)
+    return adversary.Confusion(**options, name=f"{task.name}_confusion")([head, live])
 
 
 def _decoder(x, task: Task, features: Mapping[str, object]):
@@ -69,16 +92,16 @@ def _decoder(x, task: Task, features: Mapping[str, object]):
     return keras.layers.Reshape(shape, name=task.name, dtype="float32")(x)
 
 
-def reversal_layers(model) -> list[GradientReversal]:
-    return [layer for layer in getattr(model, "layers", []) if isinstance(layer, GradientReversal)]
+def adversary_layers(model) -> list[adversary.Scheduled]:
+    return [layer for layer in getattr(model, "layers", []) if isinstance(layer, adversary.Scheduled)]
 
 
-class ReversalSchedule(keras.callbacks.Callback):
-    """Sets every ``GradientReversal`` layer's ``total_steps`` to this fit's epochs x steps, so
-    a ramp reaches its end with the last step (``MultiTaskModel.fit`` adds it)."""
+class AdversarySchedule(keras.callbacks.Callback):
+    """Sets every adversary layer's (``adversary.Scheduled``) ``total_steps`` to this fit's
+    epochs x steps, so a ramp reaches its end with the last step (``MultiTaskModel.fit`` adds it)."""
 
     def on_train_begin(self, logs=None):
         epochs, steps = self.params.get("epochs"), self.params.get("steps")
         total = float(epochs * steps) if epochs and steps else 0.0
-        for layer in reversal_layers(self.model):
+        for layer in adversary_layers(self.model):
             layer.total_steps.assign(total)

@@ -10,8 +10,8 @@ A task's *role* says what it is trained for. ``main`` tasks are the product: exp
 on and reported. ``auxiliary`` tasks only help the main ones: they train with the model but are
 left out of the export, early stopping and model selection, and their targets may exist at
 training time only (privileged information). ``adversarial`` tasks are predicted from the shared
-representation through a gradient reversal layer, so the trunk learns to hide what they predict
-(``mtlzoo.auxiliary``). A ``reconstruction`` task (always auxiliary) decodes a named input back
+representation through a gradient reversal layer or a confusion loss, so the trunk learns to hide
+what they predict (``mtlzoo.auxiliary``). A ``reconstruction`` task (always auxiliary) decodes a named input back
 from the shared representation; its target is that input.
 """
 
@@ -26,11 +26,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import keras
 
 from mtlzoo import reconstruction, segmentation, survival
-from mtlzoo.layers import gradient_reversal as reversal_schedules
+from mtlzoo.layers import adversary as adversary_layers
 from mtlzoo.validation import is_int, number_at_least
 
 KINDS = ("classification", "binary", "multilabel", "regression", "survival", "segmentation", "reconstruction")
 ROLES = ("main", "auxiliary", "adversarial")
+# How an adversarial task's head pushes back on the trunk (mtlzoo.layers.adversary).
+ADVERSARIES = ("reversal", "confusion")
 # What a task's loss divides its sample-weighted sum by (MultiTaskModel.compile).
 LOSS_NORMALIZATIONS = ("batch", "labelled")
 
@@ -79,6 +81,10 @@ class Task:
             ``"ramp"`` (default: ``2 / (1 + exp(-10 p)) - 1`` of the way ``p`` through training,
             Ganin & Lempitsky 2015) or ``"constant"``.
         reversal_strength: the largest reversal strength (default 1.0).
+        adversary: how an adversarial task's head pushes back on the trunk: ``"reversal"``
+            (default: gradient reversal, the trunk maximises the head's loss) or
+            ``"confusion"`` (the trunk makes the head's prediction uniform, Tzeng et al. 2015;
+            ``reversal`` and ``reversal_strength`` schedule its strength the same way).
     """
 
     name: str
@@ -93,6 +99,7 @@ class Task:
     head_units: tuple[int, ...] | None = None
     reversal: str | None = None
     reversal_strength: float | None = None
+    adversary: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -156,12 +163,15 @@ class Task:
                 raise ValueError(f"Task {self.name!r}: head_units applies to adversarial and reconstruction "
                                  "tasks (the architecture builds the other heads).")
             object.__setattr__(self, "head_units", tuple(int(u) for u in self.head_units))
-        for field in ("reversal", "reversal_strength"):
+        for field in ("reversal", "reversal_strength", "adversary"):
             if getattr(self, field) is not None and self.role != "adversarial":
                 raise ValueError(f"Task {self.name!r}: {field} applies only to adversarial tasks.")
-        if self.reversal is not None and self.reversal not in reversal_schedules.SCHEDULES:
+        if self.reversal is not None and self.reversal not in adversary_layers.SCHEDULES:
             raise ValueError(f"Task {self.name!r}: unknown reversal {self.reversal!r}; expected one of "
-                             f"{list(reversal_schedules.SCHEDULES)}.")
+                             f"{list(adversary_layers.SCHEDULES)}.")
+        if self.adversary is not None and self.adversary not in ADVERSARIES:
+            raise ValueError(f"Task {self.name!r}: unknown adversary {self.adversary!r}; expected one of "
+                             f"{list(ADVERSARIES)}.")
         if self.reversal_strength is not None:
             number_at_least(f"Task {self.name!r}: reversal_strength", self.reversal_strength)
 
@@ -226,7 +236,7 @@ class Task:
         # Fields at their defaults are left out, so configs written before they existed match.
         if config["role"] == _default_role(self.kind):
             del config["role"]
-        for field in ("input", "head_units", "reversal", "reversal_strength"):
+        for field in ("input", "head_units", "reversal", "reversal_strength", "adversary"):
             if config[field] is None:
                 del config[field]
         return config

@@ -1,4 +1,4 @@
-"""Auxiliary and adversarial tasks: roles, gradient reversal, reconstruction heads, privileged
+"""Auxiliary and adversarial tasks: roles, gradient reversal and confusion, reconstruction heads, privileged
 targets, gradient-similarity gating, partial labels, and what export and evaluation make of them."""
 
 import json
@@ -14,8 +14,8 @@ import mtlzoo
 from mtlzoo import weighting
 from mtlzoo.data.base import MultiTaskArrays, missing_labels
 from mtlzoo.data.files import DataIntegrityError
-from mtlzoo.layers import GradientReversal
-from mtlzoo.layers.gradient_reversal import ramp
+from mtlzoo.layers import Confusion, GradientReversal, StopGradient
+from mtlzoo.layers.adversary import ramp, uniform_cross_entropy
 from mtlzoo.models import drop_auxiliary
 from mtlzoo.serving.export import export_saved_model, predict_exported
 from mtlzoo.tasks import Task
@@ -30,6 +30,10 @@ TASKS = [
     Task("hidden", "classification", num_classes=3, role="adversarial", reversal="constant", reversal_strength=0.5),
     Task("image_rec", "reconstruction", input="image"),
 ]
+# A second adversary, of the other kind: the tests of training, saving and export run both.
+CONFUSED = Task("secret", "classification", num_classes=5, role="adversarial", adversary="confusion",
+                reversal="constant", reversal_strength=0.7, head_units=[6, 5])
+BOTH = [*TASKS, CONFUSED]
 
 
 def build(tasks=TASKS, **params):
@@ -37,13 +41,13 @@ def build(tasks=TASKS, **params):
     return mtlzoo.create_model("hard_sharing", tasks, INPUTS, filters=[4], shared_units=[12], **params)
 
 
-def data(n=48, seed=0):
+def data(n=48, seed=0, tasks=TASKS):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (n, 8, 8, 1)).astype("uint8")
     y = {"left": (image[:, :4].mean(axis=(1, 2, 3)) > 127).astype("int64") + 2 * (rng.random(n) < 0.5),
          "right": rng.integers(0, 4, n), "hidden": rng.integers(0, 3, n),
-         "image_rec": image.astype("float32") / 255}
-    return {"image": image}, y
+         "image_rec": image.astype("float32") / 255, "secret": image[:, 0, 0, 0].astype("int64") % 5}
+    return {"image": image}, {t.name: y[t.name] for t in tasks}
 
 
 # --- Tasks ----------------------------------------------------------------------------------
@@ -58,6 +62,9 @@ def data(n=48, seed=0):
     ({"name": "t", "kind": "binary", "role": "adversarial", "head_units": [0]}, "list of positive integers"),
     ({"name": "t", "kind": "binary", "reversal": "ramp"}, "reversal applies only to adversarial"),
     ({"name": "t", "kind": "binary", "role": "adversarial", "reversal": "linear"}, "unknown reversal 'linear'"),
+    ({"name": "t", "kind": "binary", "adversary": "confusion"}, "adversary applies only to adversarial"),
+    ({"name": "t", "kind": "binary", "role": "adversarial", "adversary": "uniform"},
+     r"unknown adversary 'uniform'; expected one of \['reversal', 'confusion'\]"),
     ({"name": "t", "kind": "binary", "role": "adversarial", "reversal_strength": -1},
      "reversal_strength must be a number >= 0"),
     ({"name": "t", "kind": "reconstruction", "input": "x", "loss": "dice"},
@@ -141,35 +148,125 @@ def test_the_trunk_gets_the_adversarys_gradient_reversed():
     np.testing.assert_allclose(grads[0], -0.5 * grads[1], rtol=1e-5, atol=1e-9)
 
 
+def test_confusion_returns_the_stopped_logits_and_adds_a_loss_that_is_zero_going_forward():
+    layer = Confusion("ramp", strength=2.0)
+    rng = np.random.default_rng(0)
+    stopped = tf.constant(rng.normal(size=(6, 4)).astype("float32") * 50)
+    live = tf.identity(stopped)
+    layer.build([stopped.shape, live.shape])
+    out = layer([stopped, live], training=True)
+    np.testing.assert_array_equal(out.numpy(), stopped.numpy())
+    assert len(layer.losses) == 1 and float(layer.losses[0]) == 0.0 and float(layer.step) == 1.0
+    layer([stopped, live], training=False)
+    assert layer.losses == [] and float(layer.step) == 1.0  # inference neither adds nor advances
+    # The cross-entropy from uniform, against log-softmax written out: log C at a uniform
+    # prediction, and finite for logits far apart.
+    z = np.array([[0.0, 0, 0, 0], [1e4, -1e4, 0, 3]], "float32")
+    log_p = z - np.max(z, 1, keepdims=True) - np.log(np.exp(z - np.max(z, 1, keepdims=True)).sum(1, keepdims=True))
+    assert float(uniform_cross_entropy(z)) == pytest.approx(float(np.mean(-log_p.mean(1))), rel=1e-6)
+    assert float(uniform_cross_entropy(z[:1])) == pytest.approx(math.log(4), rel=1e-6)
+
+
+def test_confusion_trains_the_head_on_the_labels_and_the_trunk_toward_uniform():
+    """Through the model: the head's weights get exactly the task loss's gradient, and the shared
+    representation gets exactly strength x the gradient of the head's cross-entropy from uniform
+    (none of the task loss's)."""
+    model = build([TASKS[0], CONFUSED])
+    x, y = data(tasks=[TASKS[0], CONFUSED])
+    trunk = keras.Model(model.inputs, model.shared_representation)
+    heads = keras.Model(model.shared_representation, model.output["secret"])
+    head_layers = [model.get_layer(n) for n in ("secret_head_dense_0", "secret_head_dense_1", "secret")]
+    head = keras.Sequential(head_layers)
+    z = tf.constant(trunk(x))
+    loss_fn = CONFUSED.make_loss()
+    head_weights = [w.value for layer in head_layers for w in layer.trainable_weights]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        logits = heads(z, training=True)
+        total = loss_fn(y["secret"], logits) + sum(heads.losses)
+        reference_task = loss_fn(y["secret"], head(z))
+        p = tf.nn.log_softmax(head(z))
+        reference_uniform = -tf.reduce_mean(p)
+    assert float(total) == pytest.approx(float(reference_task), rel=1e-6)
+    for got, want in zip(tape.gradient(total, head_weights), tape.gradient(reference_task, head_weights)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+    want = 0.7 * tape.gradient(reference_uniform, z).numpy()
+    assert np.abs(want).max() > 1e-5
+    np.testing.assert_allclose(tape.gradient(total, z).numpy(), want, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_confusion_hides_a_label_that_reversal_and_the_plain_trunk_keep():
+    """A label written plainly in one input feature: a probe trained afterwards on the frozen
+    representation reads it from a trunk trained on the main task alone, still reads it well
+    after gradient reversal (the trunk can fool the adversary it trains with), and is near
+    chance (25 %) after confusion; the main task stays learnt throughout."""
+    rng = np.random.default_rng(0)
+    n = 1200
+    features = rng.normal(size=(n, 8)).astype("float32")
+    secret = rng.integers(0, 4, n)
+    features[:, 6] += 4.0 * secret
+    main = (features[:, :3].sum(axis=1) > 0).astype("int64")
+    y = {"main": main[:800, None].astype("float32"), "secret": secret[:800]}
+    probe_scores = {}
+    for adversary in (None, "reversal", "confusion"):
+        tasks = [Task("main", "binary")]
+        if adversary:
+            tasks.append(Task("secret", "classification", num_classes=4, role="adversarial", adversary=adversary,
+                              reversal="constant", head_units=[32]))
+        keras.utils.set_random_seed(0)
+        model = mtlzoo.create_model("hard_sharing", tasks, {"x": {"shape": (8,), "dtype": "float32"}},
+                                    shared_units=[16])
+        model.compile(optimizer=keras.optimizers.Adam(0.01))
+        model.fit({"x": features[:800]}, {t.name: y[t.name] for t in tasks}, batch_size=64, epochs=30, verbose=0)
+        main_logits = model.predict({"x": features[800:]}, verbose=0)["main"][:, 0]
+        assert np.mean((main_logits > 0) == main[800:]) > 0.95, adversary
+        representation = keras.Model(model.inputs, model.shared_representation).predict(features, verbose=0)
+        keras.utils.set_random_seed(1)
+        probe = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(4)])
+        probe.compile(optimizer=keras.optimizers.Adam(0.01),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        probe.fit(representation[:800], secret[:800], batch_size=64, epochs=40, verbose=0)
+        probe_scores[adversary] = probe.evaluate(representation[800:], secret[800:], verbose=0)[1]
+    # Measured: 0.945, 0.635 and 0.308.
+    assert probe_scores[None] > 0.85 and probe_scores["reversal"] > 0.5 and probe_scores["confusion"] < 0.4, \
+        probe_scores
+
+
 # --- Heads, saving, export ------------------------------------------------------------------
 
 
-def test_create_model_attaches_the_adversary_and_the_decoder_to_the_shared_representation():
-    model = build()
+def test_create_model_attaches_the_adversaries_and_the_decoder_to_the_shared_representation():
+    model = build(BOTH)
     assert model.output["image_rec"].shape[1:] == (8, 8, 1)
-    assert model.output["hidden"].shape[1:] == (3,)
+    assert model.output["hidden"].shape[1:] == (3,) and model.output["secret"].shape[1:] == (5,)
     assert isinstance(model.get_layer("hidden_reversal"), GradientReversal)
+    assert isinstance(model.get_layer("secret_stop"), StopGradient)
+    assert isinstance(model.get_layer("secret_confusion"), Confusion)
+    assert [model.get_layer(f"secret_head_dense_{i}").units for i in (0, 1)] == [6, 5]
     assert model.get_layer("image_rec_decoder_dense_0").units == 256
     assert [t.name for t in model.main_tasks] == ["left"]
     with pytest.raises(ValueError, match="does not declare.*such as hard_sharing"):
         mtlzoo.create_model("cross_stitch", TASKS, INPUTS, filters=[4], units=[8])
 
 
-def test_roles_and_the_reversal_schedule_survive_a_keras_round_trip(tmp_path):
-    model = build()
+def test_roles_and_the_adversary_schedules_survive_a_keras_round_trip(tmp_path):
+    model = build(BOTH)
     model.compile(optimizer="adam", weighting="gradient_similarity")
-    x, y = data()
+    x, y = data(tasks=BOTH)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    assert loaded.tasks == model.tasks and loaded.weighting.task_roles == ("main", "auxiliary", "adversarial", "auxiliary")
-    assert float(loaded.get_layer("hidden_reversal").step) == 3.0
+    assert loaded.tasks == model.tasks and loaded.tasks[-1].adversary == "confusion"
+    assert loaded.weighting.task_roles == ("main", "auxiliary", "adversarial", "auxiliary", "adversarial")
+    assert float(loaded.get_layer("hidden_reversal").step) == float(loaded.get_layer("secret_confusion").step) == 3.0
+    assert loaded.get_layer("secret_confusion").get_config()["strength"] == 0.7
     for name, value in model.predict(x, verbose=0).items():
         np.testing.assert_array_equal(loaded.predict(x, verbose=0)[name], value)
 
 
 def test_export_serves_only_the_main_tasks_unless_asked(tmp_path):
-    model = build()
+    model = build(BOTH)
     x, _ = data(4)
     expected = model.predict(x, verbose=0)["left"]
     main = export_saved_model(model, tmp_path / "main", 1, warmup_inputs=x)
@@ -177,20 +274,21 @@ def test_export_serves_only_the_main_tasks_unless_asked(tmp_path):
     signature = tf.saved_model.load(str(main)).signatures["serving_default"]
     assert sorted(signature.structured_outputs) == ["left", "left_class_ids", "left_probabilities"]
     variables = [v.name for v in tf.saved_model.load(str(main)).variables]
-    assert not any(n.startswith(("hidden", "right", "image_rec")) for n in variables)
+    assert not any(n.startswith(("hidden", "right", "image_rec", "secret")) for n in variables)
     np.testing.assert_allclose(predict_exported(main, x)["left"], expected, rtol=1e-5, atol=1e-6)
     outputs = predict_exported(every, x)
-    assert {"right_class_ids", "hidden_probabilities", "image_rec"} <= set(outputs)
+    assert {"right_class_ids", "hidden_probabilities", "image_rec", "secret_probabilities"} <= set(outputs)
+    np.testing.assert_allclose(outputs["secret"], model.predict(x, verbose=0)["secret"], rtol=1e-5, atol=1e-6)
     assert outputs["image_rec"].shape == (4, 8, 8, 1)
 
 
 def test_drop_auxiliary_keeps_the_main_heads_and_their_weights():
-    model = build()
+    model = build(BOTH)
     main = drop_auxiliary(model)
     x, _ = data(6)
     assert [t.name for t in main.tasks] == ["left"] and sorted(main.output) == ["left"]
     np.testing.assert_array_equal(main.predict(x, verbose=0)["left"], model.predict(x, verbose=0)["left"])
-    assert not any(isinstance(layer, GradientReversal) for layer in main.layers)
+    assert not any(isinstance(layer, (GradientReversal, Confusion, StopGradient)) for layer in main.layers)
     main.compile(optimizer="adam")
     main.fit(x, {"left": np.zeros(6, "int64")}, epochs=1, verbose=0)
     assert drop_auxiliary(main) is main
@@ -249,30 +347,31 @@ def test_gating_needs_an_auxiliary_task():
 
 @pytest.mark.parametrize("name", default_few(weighting.list_weightings(), keep=("unitary", "gradient_similarity")))
 def test_every_weighting_method_trains_with_auxiliary_and_adversarial_tasks(name):
-    model = build()
+    model = build(BOTH)
     model.compile(optimizer="adam", weighting=name)
-    x, y = data(32)
+    x, y = data(32, tasks=BOTH)
     weights = {t: np.ones(32, "float32") for t in y}
     weights["right"][16:] = 0.0  # the second batch has no auxiliary label
     history = model.fit(x, y, sample_weight=weights, batch_size=16, epochs=2, shuffle=False, verbose=0).history
     assert np.isfinite(history["loss"]).all() and float(model.get_layer("hidden_reversal").step) == 4.0
+    assert float(model.get_layer("secret_confusion").step) == 4.0
     assert all(np.isfinite(np.asarray(v.numpy())).all() for v in model.weights)
 
 
 @pytest.mark.parametrize("name", default_few(["unitary", "gradient_similarity", "pcgrad", "uncertainty"],
                                              keep=("gradient_similarity",)))
 def test_two_replicas_train_auxiliary_and_adversarial_tasks_like_one_device(name):
-    x, y = data(32)
+    x, y = data(32, tasks=BOTH)
     weights = {t: np.ones(32, "float32") for t in y}
     weights["right"][8:] = 0.0  # the auxiliary labels of the second replica's halves are missing
     runs = []
     for strategy in (None, make_strategy("mirrored")):
         if strategy is None:
-            model = build()
+            model = build(BOTH)
             model.compile(optimizer=keras.optimizers.SGD(0.1), weighting=name)
         else:
             with strategy.scope():
-                model = build()
+                model = build(BOTH)
                 model.compile(optimizer=keras.optimizers.SGD(0.1), weighting=name)
         history = model.fit(x, y, sample_weight=weights, batch_size=16, epochs=2, shuffle=False, verbose=0)
         runs.append((model, history.history))
@@ -280,16 +379,16 @@ def test_two_replicas_train_auxiliary_and_adversarial_tasks_like_one_device(name
     for a, b in zip(one.weights, two.weights):
         np.testing.assert_allclose(np.asarray(b.numpy()), np.asarray(a.numpy()), atol=2e-5, err_msg=a.path)
     np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-5)
-    assert float(two.get_layer("hidden_reversal").step.numpy()) == 4.0
+    assert float(two.get_layer("hidden_reversal").step.numpy()) == float(two.get_layer("secret_confusion").step.numpy()) == 4.0
 
 
 @pytest.mark.slow
-def test_jax_trains_reversal_reconstruction_and_gating_like_tensorflow(run_python, tmp_path):
+def test_jax_trains_reversal_confusion_reconstruction_and_gating_like_tensorflow(run_python, tmp_path):
     """One model file, two SGD steps on each backend, with missing labels and per-label loss
     means: the same weights after them."""
-    model = build()
+    model = build(BOTH)
     model.save(tmp_path / "start.keras")
-    x, y = data(16)
+    x, y = data(16, tasks=BOTH)
     missing = {f"w_{k}": (np.arange(16) % (3 if k == "right" else 1) == 0).astype("float32") for k in y}
     np.savez(tmp_path / "batch.npz", image=x["image"], **y, **missing)
     code = """
@@ -298,7 +397,7 @@ def test_jax_trains_reversal_reconstruction_and_gating_like_tensorflow(run_pytho
         model.compile(optimizer=keras.optimizers.SGD(0.1), weighting="gradient_similarity",
                       loss_normalization="labelled")
         data = np.load("batch.npz")
-        y = {k: data[k] for k in ("left", "right", "hidden", "image_rec")}
+        y = {k: data[k] for k in ("left", "right", "hidden", "image_rec", "secret")}
         w = {k: data["w_" + k] for k in y}
         model.fit({"image": data["image"]}, y, sample_weight=w, batch_size=16, epochs=2, shuffle=False, verbose=0)
         np.savez(keras.backend.backend() + ".npz", *[np.asarray(v.numpy()) for v in model.weights])
@@ -309,8 +408,9 @@ def test_jax_trains_reversal_reconstruction_and_gating_like_tensorflow(run_pytho
         assert len(tf_weights.files) == len(jax_weights.files) == len(model.weights)
         for key in tf_weights.files:
             np.testing.assert_allclose(jax_weights[key], tf_weights[key], atol=2e-5, err_msg=key)
-        step = next(i for i, v in enumerate(model.weights) if v.path == "hidden_reversal/step")
-        assert float(jax_weights[f"arr_{step}"]) == 2.0
+        for path in ("hidden_reversal/step", "secret_confusion/step"):
+            step = next(i for i, v in enumerate(model.weights) if v.path == path)
+            assert float(jax_weights[f"arr_{step}"]) == 2.0
 
 
 # --- Partial labels -------------------------------------------------------------------------

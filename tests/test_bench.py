@@ -165,9 +165,9 @@ def test_auxiliary_quick_run_reports_both_studies(data_dir):
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and "%" not in line.split("|")[1]]
     arms = [row.split("|")[1].strip() for row in rows if row.split("|")[1].strip() not in ("arm", "---")]
     assert arms == ["left alone", "+ right (auxiliary)", "+ reconstruction", "+ right, gated",
-                    "left alone", "+ right (adversarial)"]
+                    "left alone", "+ right (gradient reversal)", "+ right (confusion)"]
     probes = [float(line.split("probe on right ")[1]) for line in stdout.splitlines() if "probe on right" in line]
-    assert len(probes) == 2 and all(0 <= p <= 1 for p in probes)
+    assert len(probes) == 3 and all(0 <= p <= 1 for p in probes)
 
 
 def test_auxiliary_run_of_one_study_keeps_the_other_studys_committed_results(tmp_path):

@@ -3,12 +3,13 @@
 from mtlzoo.layers.columns import PerTaskConv2D, PerTaskDense
 from mtlzoo.layers.cross_stitch import CrossStitch
 from mtlzoo.layers.experts import MixtureOfExperts, ProgressiveLayeredExtraction
-from mtlzoo.layers.gradient_reversal import GradientReversal
+from mtlzoo.layers.adversary import Confusion, GradientReversal, StopGradient
 from mtlzoo.layers.regularizers import GroupLasso, MeanRegularizer, TraceNormRegularizer
 
 # MUiR's layers (HypermoduleBank, Reparameterized) live in mtlzoo.muir.
 
 __all__ = [
+    "Confusion",
     "CrossStitch",
     "GradientReversal",
     "GroupLasso",
@@ -17,5 +18,6 @@ __all__ = [
     "PerTaskDense",
     "MeanRegularizer",
     "ProgressiveLayeredExtraction",
+    "StopGradient",
     "TraceNormRegularizer",
 ]

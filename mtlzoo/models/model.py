@@ -260,8 +260,8 @@ class MultiTaskModel(keras.Model):
             end_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: method.end_epoch())
             # First, so that checkpointing callbacks save the method's state after its epoch update.
             callbacks.insert(0, end_epoch)
-        if auxiliary.reversal_layers(self) and not any(isinstance(c, auxiliary.ReversalSchedule) for c in callbacks):
-            callbacks.insert(0, auxiliary.ReversalSchedule())
+        if auxiliary.adversary_layers(self) and not any(isinstance(c, auxiliary.AdversarySchedule) for c in callbacks):
+            callbacks.insert(0, auxiliary.AdversarySchedule())
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _per_task(self, given, default, what: str):

@@ -90,7 +90,7 @@ def retask(
 
 def drop_auxiliary(model: MultiTaskModel) -> MultiTaskModel:
     """``model`` with only its main tasks: auxiliary and adversarial heads (their gradient
-    reversal layers and decoders too) are gone, the rest shares its layers with ``model``.
+    reversal, confusion and decoder layers too) are gone, the rest shares its layers with ``model``.
     What export serves by default, and where fine-tuning on the main tasks starts."""
     if not isinstance(model, MultiTaskModel):
         raise TypeError(f"drop_auxiliary needs a MultiTaskModel, got {type(model).__name__}.")

@@ -242,7 +242,7 @@ def _task_override(task: Task) -> dict[str, Any]:
 # Sections
 
 _TOP_KEYS = ("name", "description", "architecture", "data", "tasks", "training", "evaluation", "export", "tuning")
-_TASK_OVERRIDES = ("name", "weight", "loss", "metrics", "role", "head_units", "reversal", "reversal_strength")
+_TASK_OVERRIDES = ("name", "weight", "loss", "metrics", "role", "head_units", "reversal", "reversal_strength", "adversary")
 # A task the dataset does not provide: a reconstruction of one of its inputs.
 _NEW_TASK_KEYS = (*_TASK_OVERRIDES, "kind", "input")
 _TRAINING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {

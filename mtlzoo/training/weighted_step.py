@@ -34,7 +34,8 @@ def task_losses(model, y, y_pred, sample_weight):
     if len(model.tasks) > 1 and f"{model.tasks[0].name}_loss" not in trackers:
         # Keras makes them when it first computes the compiled loss; do that once, discarding
         # its metric updates (the stateless scope), so that the means count every batch once.
-        with keras.StatelessScope():
+        # The scope maps the trainable variables to themselves: weight regularizers read them.
+        with keras.StatelessScope(state_mapping=[(v, ops.copy(v)) for v in model.trainable_variables]):
             keras.Model.compute_loss(model, None, y, y_pred, sample_weight, training=False)
         trackers = {m.name: m for m in model.metrics}
     values = []
@@ -66,7 +67,10 @@ def weighted_task_losses(model, y, y_pred, sample_weight, additional_losses):
     for loss in additional_losses:
         extra = extra + ops.sum(ops.cast(loss, "float32"))
     if penalty is not None:
-        extra = extra + share_for_replicas(penalty)
+        extra = extra + penalty
+    # Every replica adds these (a regularizer, the mean of an add_loss over its own batch) and
+    # the replicas' gradients are summed: each contributes its share, as Keras does for them.
+    extra = share_for_replicas(extra)
     return [w * loss for w, loss in zip(ops.unstack(weights), losses)], extra, observed, present
 
 
@@ -198,7 +202,9 @@ def tf_train_step(model, data):
     if plan.trunk is not None:
         # Each task's gradient at the representation, through its own head only: T head
         # backward passes, where a jacobian would push every task through every head (T^2).
-        at_representation = tf.stack([tape.gradient(term, representation) for term in task_terms])
+        # Zero for a task whose head stops the gradient (a confusion adversary's).
+        at_representation = tf.stack([tape.gradient(term, representation, unconnected_gradients="zero")
+                                      for term in task_terms])
     if plan.features:
         per_task = tf.reshape(at_representation, (num_tasks, -1))
         gram = sum_over_replicas(tf.matmul(per_task, per_task, transpose_b=True))

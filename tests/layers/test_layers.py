@@ -6,7 +6,8 @@ import pytest
 from harness import check_layer_round_trip
 
 from mtlzoo.layers import (
-    CrossStitch, GradientReversal, MixtureOfExperts, PerTaskConv2D, PerTaskDense, ProgressiveLayeredExtraction,
+    Confusion, CrossStitch, GradientReversal, MixtureOfExperts, PerTaskConv2D, PerTaskDense,
+    ProgressiveLayeredExtraction, StopGradient,
 )
 from mtlzoo.layers.regularizers import GroupLasso
 from mtlzoo.muir import HypermoduleBank, Reparameterized
@@ -42,6 +43,8 @@ CASES = {
     "SubspaceColumns": (subspace_columns, vectors(1)[0]),
     "OutputSlice": (lambda: OutputSlice(1, 2), vectors(1)[0]),
     "GradientReversal": (lambda: GradientReversal("constant", strength=0.5), vectors(1)[0]),
+    "Confusion": (lambda: Confusion("ramp", strength=2.0), vectors(2, width=3)),
+    "StopGradient": (StopGradient, vectors(1)[0]),
 }
 
 

@@ -258,6 +258,22 @@ def test_two_replicas_equal_one_device_on_the_same_global_batches(name, mirrored
     assert one_history["loss"][-1] < one_history["loss"][0]
 
 
+@pytest.mark.parametrize("name", default_few(["uncertainty", "mgda"], keep=("uncertainty",)))
+def test_two_replicas_add_a_regularizer_once_like_one_device(name, mirrored):
+    """A weight regularizer is computed on every replica: each adds its share (a strong trace
+    norm, so that adding it twice moves the weights)."""
+    runs = []
+    for strategy in (None, mirrored):
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = tiny_model("soft_sharing", units=(4,), regularizer="trace_norm", strength=0.5)
+            model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=name)
+        model.fit(tf.data.Dataset.from_tensor_slices(batch()).batch(16), epochs=2, verbose=0)
+        runs.append(model)
+    assert sum(float(keras.ops.sum(loss)) for loss in runs[0].losses) > 0.1
+    for a, b in zip(*(model.weights for model in runs)):
+        np.testing.assert_allclose(np.asarray(b.numpy()), np.asarray(a.numpy()), atol=1e-5, err_msg=a.path)
+
+
 def test_dwa_weighs_by_the_ratio_of_the_last_two_epoch_losses():
     model, history = train("dwa", epochs=3, sample_weights=False)
     dwa = model.weighting
