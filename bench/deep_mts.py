@@ -38,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def architecture_params(args) -> dict:
     return {"levels": args.levels, "filters": args.filters, "dense_growth": args.dense_growth,
-            "dense_layers": args.dense_layers, "dropout": args.dropout}
+            "dense_layers": args.dense_layers, "dense_resolution": args.dense_resolution, "dropout": args.dropout}
 
 
 def run(args, seed: int) -> dict:
@@ -117,8 +117,8 @@ def markdown(report: dict) -> str:
     lines = ["# DeepMTS on generated PET/CT tumours", "",
              f"`{config['command']}`", "",
              f"{config['size']}x{config['size']} images, {config['train']} training / {config['validation']} "
-             f"validation / {config['test']} test examples per seed; seeds {config['seeds']} (data and network); "
-             "mean ± std over seeds; differences paired per seed.", "",
+             f"validation / {config['test']} test examples per seed; DenseNet at {config['dense_resolution']} "
+             f"resolution; seeds {config['seeds']} (data and network); mean ± std over seeds; differences paired per seed.", "",
              "| Dice | IoU | deep C-index | oracle C-index | oracle − deep | radiomics-fused C-index | fused − deep |",
              "|---|---|---|---|---|---|---|",
              "| " + " | ".join(cell(summary[k]) for k in ("dice", "iou", "c_index", "oracle_c_index")) + " | "
@@ -149,13 +149,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--train", type=int, default=1024)
+    parser.add_argument("--train", type=int, default=4096)
     parser.add_argument("--validation", type=int, default=256)
     parser.add_argument("--test", type=int, default=512)
     parser.add_argument("--levels", type=int, default=4)
     parser.add_argument("--filters", type=int, default=8)
     parser.add_argument("--dense-growth", type=int, default=8)
     parser.add_argument("--dense-layers", type=int, default=2)
+    parser.add_argument("--dense-resolution", default="quarter", choices=["full", "half", "quarter"])
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=8)

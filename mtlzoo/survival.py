@@ -131,9 +131,11 @@ class ConcordanceIndex(keras.metrics.Metric):
     """Harrell's C-index over every example seen since the last reset (not a mean of batches).
 
     It keeps each example's time, event and risk (up to ``capacity`` examples; beyond that the
-    result is NaN rather than silently wrong) and counts the pairs when asked, in blocks, so
-    ``result`` costs O(n^2) time and O(block^2) memory; totals are float64 (float32 on JAX
-    without x64). Sample weight 0 leaves an example out.
+    result is NaN rather than silently wrong) and running pair counts: each batch is paired
+    with itself and, ``block`` stored examples at a time, with every example before it. So an
+    update costs O(batch x seen) and ``result`` O(1), which matters because Keras asks for the
+    result after every training step. Totals are float64 (float32 on JAX without x64); sample
+    weight 0 leaves an example out.
     """
 
     def __init__(self, name: str = "c_index", capacity: int = 65536, block: int = 512, dtype=None):
@@ -143,12 +145,14 @@ class ConcordanceIndex(keras.metrics.Metric):
         self.block = int(block)
         self._wide = _widest_float()
         self.capacity = -(-int(capacity) // self.block) * self.block
-        self._columns = [self.add_variable(shape=(self.capacity,), initializer="zeros", name=n, aggregation="only_first_replica")
+        # Every replica keeps the global batch (see update_state), so the first replica's
+        # copies answer for all.
+        state = {"aggregation": "only_first_replica", "initializer": "zeros"}
+        self._columns = [self.add_variable(shape=(self.capacity,), name=n, **state)
                          for n in ("time", "event", "risk", "weight")]
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="count",
-                                       aggregation="only_first_replica")
-        self.overflow = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="overflow",
-                                          aggregation="only_first_replica")
+        self.totals = self.add_variable(shape=(2,), dtype=self._wide, name="concordant_comparable", **state)
+        self.count = self.add_variable(shape=(), dtype="int32", name="count", **state)
+        self.overflow = self.add_variable(shape=(), dtype="int32", name="overflow", **state)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         from mtlzoo.training.weighted_step import gather_over_replicas
@@ -156,44 +160,36 @@ class ConcordanceIndex(keras.metrics.Metric):
         time, event = _split_target(y_true)
         risk = ops.cast(ops.reshape(y_pred, (-1,)), "float32")
         weight = ops.ones_like(risk) if sample_weight is None else ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        # Under tf.distribute every replica keeps the global batch, so every copy of the
-        # buffers is the same and the first replica's answers for all.
-        time, event, risk, weight = (gather_over_replicas(v) for v in (time, event, risk, weight))
-        n = ops.shape(risk)[0]
+        new = [gather_over_replicas(v) for v in (time, event, risk, weight)]
+        n = ops.shape(new[2])[0]
         count = ops.convert_to_tensor(self.count)  # a tensor, not the variable: JAX traces it
+        columns = [ops.convert_to_tensor(v) for v in self._columns]
+        b = self.block
+
+        def pair_with_block(j, totals):
+            # Stored slots past ``count`` hold weight 0 (zeros since the reset), so they pair with nothing.
+            old = [ops.slice(v, [j * b], [b]) for v in columns]
+            forward, backward = _pair_counts(*zip(new, old)), _pair_counts(*zip(old, new))
+            # Block counts are exact in float32; the running totals need more digits.
+            return totals + ops.cast(ops.stack([forward[0] + backward[0], forward[1] + backward[1]]), self._wide)
+
+        within = ops.cast(ops.stack(_pair_counts(*zip(new, new))), self._wide)
+        added = ops.fori_loop(0, (count + b - 1) // b, pair_with_block, within)
         fits = count + n <= self.capacity
         start = ops.where(fits, count, 0)
-        for variable, values in zip(self._columns, (time, event, risk, weight)):
-            current = ops.convert_to_tensor(variable)
+        for variable, current, values in zip(self._columns, columns, new):
             variable.assign(ops.where(fits, ops.slice_update(current, [start], values), current))
+        self.totals.assign(ops.convert_to_tensor(self.totals) + ops.where(fits, added, ops.zeros_like(added)))
         self.overflow.assign(ops.maximum(ops.convert_to_tensor(self.overflow), 1 - ops.cast(fits, "int32")))
         self.count.assign(ops.minimum(count + n, self.capacity))
 
     def result(self):
-        blocks = (ops.convert_to_tensor(self.count) + self.block - 1) // self.block
-        b = self.block
-        columns = [ops.convert_to_tensor(v) for v in self._columns]
-
-        def cut(i):
-            return [ops.slice(v, [i * b], [b]) for v in columns]
-
-        def row(i, totals):
-            rows = cut(i)
-
-            def column(j, inner):
-                cols = cut(j)
-                concordant, comparable = _pair_counts(*zip(rows, cols))
-                # Block counts are exact in float32; the running totals need more digits.
-                return inner + ops.cast(ops.stack([concordant, comparable]), self._wide)
-
-            return ops.fori_loop(0, blocks, column, totals)
-
-        concordant, comparable = ops.unstack(ops.fori_loop(0, blocks, row, ops.zeros((2,), self._wide)))
+        concordant, comparable = ops.unstack(ops.convert_to_tensor(self.totals))
         value = ops.where(comparable > 0, concordant / ops.maximum(comparable, 1.0), float("nan"))
         return ops.where(ops.convert_to_tensor(self.overflow) > 0, float("nan"), value)
 
     def reset_state(self):
-        for variable in (*self._columns, self.count, self.overflow):
+        for variable in (*self._columns, self.totals, self.count, self.overflow):
             variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):

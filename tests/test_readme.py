@@ -103,7 +103,7 @@ def test_subspace_example_runs(capsys):
 def test_survival_and_segmentation_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     source = code_block("Survival and segmentation", "python")
-    small = (source.replace('size=64, num_train=1024', 'size=16, num_train=24, num_validation=24, num_test=16')
+    small = (source.replace('size=64, num_train=4096', 'size=16, num_train=24, num_validation=24, num_test=16')
              .replace("filters=8, dense_layers=2", "filters=4, dense_layers=1, levels=2")
              .replace("epochs=40", "epochs=1, verbose=0"))
     assert small.count("size=16") == 1 and small.count("levels=2") == 1 and "verbose=0" in small

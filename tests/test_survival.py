@@ -126,11 +126,14 @@ def test_c_index_equals_lifelines_and_scikit_survival_with_ties_and_censoring(se
     ours = concordance_index(time, event, risk)
     assert abs(ours - lifelines_c_index(time, -risk, event)) < 1e-9
     assert abs(ours - concordance_index_censored(event.astype(bool), time, risk)[0]) < 1e-9
-    # The Keras metric, fed in uneven batches, accumulates the whole set.
+    # The Keras metric, fed in uneven batches (smaller and larger than its block), accumulates
+    # the whole set: after every batch it holds the C-index of everything seen so far.
     metric = ConcordanceIndex(capacity=1000, block=64)
     target = np.stack([time, event], 1).astype("float32")
-    for start, stop in ((0, 37), (37, 200), (200, 400)):
+    for start, stop in ((0, 37), (37, 200), (200, 263), (263, 400)):
         metric.update_state(target[start:stop], risk[start:stop, None].astype("float32"))
+        seen = concordance_index(time[:stop], event[:stop], risk[:stop])
+        assert abs(float(metric.result()) - seen) < 1e-9
     assert abs(float(metric.result()) - ours) < 1e-9
     batch_mean = np.mean([concordance_index(time[a:b], event[a:b], risk[a:b]) for a, b in ((0, 37), (37, 200), (200, 400))])
     assert abs(batch_mean - ours) > 1e-6  # a mean of batches would be a different number

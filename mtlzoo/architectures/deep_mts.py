@@ -17,6 +17,8 @@ from mtlzoo.architectures.registry import Heads, register_architecture
 from mtlzoo.validation import number_at_least, positive_int
 
 UPSAMPLING = ("transpose", "nearest")
+# How much the DenseNet's input (images and predicted mask) is average-pooled first.
+DENSE_RESOLUTIONS = {"full": 1, "half": 2, "quarter": 4}
 
 # Layer classes by spatial rank, so that one code path builds 2-D and 3-D models.
 _LAYERS = {
@@ -60,10 +62,12 @@ def deep_mts(
         dense_layers: densely connected conv layers per DenseNet block; the DenseNet has one
             block per resolution it visits, with an average-pool transition between blocks.
         dense_growth: filters each DenseNet layer adds (the growth rate).
-        dense_resolution: ``"half"`` (default) average-pools the DenseNet's input (images and
-            predicted mask) by 2 first, which makes the survival branch about 4x cheaper (one
-            step of the whole model costs ~1.2x the U-Net's instead of ~2x); ``"full"`` runs
-            it on the images' own resolution, as the paper does.
+        dense_resolution: ``"full"`` runs the DenseNet on the images' own resolution, as the
+            paper does; ``"half"`` (default) and ``"quarter"`` average-pool its input (images
+            and predicted mask) by 2 or 4 first and drop as many of its first blocks, so it
+            ends at the same resolution for about 4x or 16x less work. On 64x64 images one
+            training step costs ~2.1x, ~1.4x or ~1.3x the plain U-Net's CPU time on 2 cores
+            (``bench/deep_mts.py``).
         dropout: dropout rate on the joined survival features before the risk layer.
     """
     levels = positive_int("deep_mts", "levels", levels)
@@ -76,8 +80,8 @@ def deep_mts(
     dropout = number_at_least("deep_mts: dropout", dropout)
     if dropout >= 1:
         raise ValueError(f"deep_mts: dropout must be below 1, got {dropout}.")
-    if dense_resolution not in ("half", "full"):
-        raise ValueError(f"deep_mts: dense_resolution must be 'half' or 'full', got {dense_resolution!r}.")
+    if dense_resolution not in DENSE_RESOLUTIONS:
+        raise ValueError(f"deep_mts: dense_resolution must be one of {list(DENSE_RESOLUTIONS)}, got {dense_resolution!r}.")
     if upsampling not in UPSAMPLING:
         raise ValueError(f"deep_mts: unknown upsampling {upsampling!r}; expected one of {list(UPSAMPLING)}.")
     segmentation, survival = _split_tasks(tasks)
@@ -129,12 +133,13 @@ def deep_mts(
     # probability, through which the survival loss reaches the segmentation output.
     probability = keras.layers.Activation("sigmoid", name="tumour_probability")(mask_logits)
     x = keras.layers.Concatenate(name="dense_input")([images, probability])
-    halved = dense_resolution == "half"
-    if halved:
-        x = layers["avg_pool"](2, name="dense_input_pool")(x)
+    factor = DENSE_RESOLUTIONS[dense_resolution]
+    if factor > 1:
+        # "same": a 2-level U-Net only guarantees even sizes, which a pool by 4 may not divide.
+        x = layers["avg_pool"](factor, padding="same", name="dense_input_pool")(x)
     x = conv(x, 2 * dense_growth, kernel_size, "dense_stem_conv")
-    # As many resolutions as the U-Net's encoder, less the one skipped by halving.
-    for b in range(levels - halved):
+    # As many resolutions as the U-Net's encoder, less those skipped by pooling the input.
+    for b in range(max(1, levels - factor.bit_length() + 1)):
         if b:  # transition: halve the channels and the resolution
             x = bn_relu(x, f"dense_transition_{b}")
             x = conv(x, max(1, x.shape[-1] // 2), 1, f"dense_transition_{b}_conv")

@@ -52,18 +52,25 @@ def test_builds_mask_logits_and_a_risk_score(spec):
     assert model.architecture["name"] == "deep_mts"  # every layer explicitly named: rebuildable
 
 
-def test_the_densenet_runs_at_half_or_full_resolution():
+def test_the_densenet_runs_at_full_half_or_quarter_resolution():
     images = {"pet": (64, 64, 1), "ct": (64, 64, 1)}
-    half = mtlzoo.create_model("deep_mts", TASKS, images)
-    full = mtlzoo.create_model("deep_mts", TASKS, images, dense_resolution="full")
-    assert half.get_layer("dense_stem_conv").output.shape[1:3] == (32, 32)
-    assert full.get_layer("dense_stem_conv").output.shape[1:3] == (64, 64)
-    # Both end at the U-Net bottleneck's resolution; the half one skips the first block.
-    assert half.get_layer("dense_out_relu").output.shape[1:3] == full.get_layer("dense_out_relu").output.shape[1:3]
-    assert "dense_3_0_conv" in {layer.name for layer in full.layers} - {layer.name for layer in half.layers}
-    assert full.count_params() == 559_683 and half.count_params() < full.count_params()
-    with pytest.raises(ValueError, match="dense_resolution must be 'half' or 'full'"):
-        mtlzoo.create_model("deep_mts", TASKS, images, dense_resolution="quarter")
+    models = {res: mtlzoo.create_model("deep_mts", TASKS, images, dense_resolution=res)
+              for res in ("full", "half", "quarter")}
+    full, half, quarter = models.values()
+    assert [m.get_layer("dense_stem_conv").output.shape[1:3] for m in models.values()] == [(64, 64), (32, 32), (16, 16)]
+    # All end at the U-Net bottleneck's resolution; pooling the input skips the first blocks.
+    assert {m.get_layer("dense_out_relu").output.shape[1:3] for m in models.values()} == {(8, 8)}
+    names = {res: {layer.name for layer in m.layers if layer.name[:7] in ("dense_0", "dense_1", "dense_2", "dense_3")}
+             for res, m in models.items()}
+    assert names["quarter"] < names["half"] < names["full"]
+    assert "dense_3_0_conv" in names["full"] - names["half"] and "dense_2_0_conv" in names["half"] - names["quarter"]
+    assert full.count_params() == 559_683 and full.count_params() > half.count_params() > quarter.count_params()
+    # A 2-level U-Net needs sizes divisible by 2 only; a pool by 4 still gives the one block it keeps.
+    small = mtlzoo.create_model("deep_mts", TASKS, {"pet": (6, 6, 1)}, levels=2, dense_resolution="quarter")
+    assert small.get_layer("dense_stem_conv").output.shape[1:3] == (2, 2)
+    assert small.predict({"pet": np.ones((1, 6, 6, 1), "float32")}, verbose=0)["risk"].shape == (1, 1)
+    with pytest.raises(ValueError, match=r"dense_resolution must be one of \['full', 'half', 'quarter'\], got 'eighth'"):
+        mtlzoo.create_model("deep_mts", TASKS, images, dense_resolution="eighth")
 
 
 @pytest.mark.parametrize(
