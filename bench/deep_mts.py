@@ -29,6 +29,7 @@ import keras  # noqa: E402
 
 import mtlzoo  # noqa: E402
 from mtlzoo import radiomics  # noqa: E402
+from mtlzoo.architectures.deep_mts import DENSE_RESOLUTIONS  # noqa: E402
 from mtlzoo.data import load_dataset  # noqa: E402
 from mtlzoo.evaluation.metrics import evaluate  # noqa: E402
 from mtlzoo.survival import concordance_index  # noqa: E402
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--filters", type=int, default=8)
     parser.add_argument("--dense-growth", type=int, default=8)
     parser.add_argument("--dense-layers", type=int, default=2)
-    parser.add_argument("--dense-resolution", default="quarter", choices=["full", "half", "quarter"])
+    parser.add_argument("--dense-resolution", default="quarter", choices=list(DENSE_RESOLUTIONS))
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=8)

@@ -169,9 +169,10 @@ class ConcordanceIndex(keras.metrics.Metric):
         def pair_with_block(j, totals):
             # Stored slots past ``count`` hold weight 0 (zeros since the reset), so they pair with nothing.
             old = [ops.slice(v, [j * b], [b]) for v in columns]
-            forward, backward = _pair_counts(*zip(new, old)), _pair_counts(*zip(old, new))
+            # Both orders: the new example may be the earlier event of the pair, or the old one.
+            counts = ops.stack(_pair_counts(*zip(new, old))) + ops.stack(_pair_counts(*zip(old, new)))
             # Block counts are exact in float32; the running totals need more digits.
-            return totals + ops.cast(ops.stack([forward[0] + backward[0], forward[1] + backward[1]]), self._wide)
+            return totals + ops.cast(counts, self._wide)
 
         within = ops.cast(ops.stack(_pair_counts(*zip(new, new))), self._wide)
         added = ops.fori_loop(0, (count + b - 1) // b, pair_with_block, within)

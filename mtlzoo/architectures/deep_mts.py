@@ -17,8 +17,8 @@ from mtlzoo.architectures.registry import Heads, register_architecture
 from mtlzoo.validation import number_at_least, positive_int
 
 UPSAMPLING = ("transpose", "nearest")
-# How much the DenseNet's input (images and predicted mask) is average-pooled first.
-DENSE_RESOLUTIONS = {"full": 1, "half": 2, "quarter": 4}
+# How many times the DenseNet's input (images and predicted mask) is halved first.
+DENSE_RESOLUTIONS = {"full": 0, "half": 1, "quarter": 2}
 
 # Layer classes by spatial rank, so that one code path builds 2-D and 3-D models.
 _LAYERS = {
@@ -133,13 +133,13 @@ def deep_mts(
     # probability, through which the survival loss reaches the segmentation output.
     probability = keras.layers.Activation("sigmoid", name="tumour_probability")(mask_logits)
     x = keras.layers.Concatenate(name="dense_input")([images, probability])
-    factor = DENSE_RESOLUTIONS[dense_resolution]
-    if factor > 1:
+    skipped = DENSE_RESOLUTIONS[dense_resolution]
+    if skipped:
         # "same": a 2-level U-Net only guarantees even sizes, which a pool by 4 may not divide.
-        x = layers["avg_pool"](factor, padding="same", name="dense_input_pool")(x)
+        x = layers["avg_pool"](2**skipped, padding="same", name="dense_input_pool")(x)
     x = conv(x, 2 * dense_growth, kernel_size, "dense_stem_conv")
     # As many resolutions as the U-Net's encoder, less those skipped by pooling the input.
-    for b in range(max(1, levels - factor.bit_length() + 1)):
+    for b in range(max(1, levels - skipped)):
         if b:  # transition: halve the channels and the resolution
             x = bn_relu(x, f"dense_transition_{b}")
             x = conv(x, max(1, x.shape[-1] // 2), 1, f"dense_transition_{b}_conv")
