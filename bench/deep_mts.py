@@ -8,7 +8,11 @@ deep risk, of the true log hazard (the oracle), and of the radiomics-enhanced ri
 PET], fitted on the validation split, which the network never trained on).
 
 The step cost compares, side by side in alternating rounds, one training step of ``deep_mts``
-with both tasks and of the same U-Net with the segmentation task alone.
+with both tasks and of the same U-Net with the segmentation task alone: with TensorFlow's
+default threads (wall clock and this process's CPU time), and again in a child process limited to
+one thread, where CPU time is the work itself. With two threads, CPU time also counts the
+thread pool's waiting between ops, which grows with the number of small ops the survival branch
+adds (the U-Net alone: ~430 ms of CPU a step on two threads, ~390 ms on one).
 
     python bench/deep_mts.py
 """
@@ -16,7 +20,10 @@ with both tasks and of the same U-Net with the segmentation task alone.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,7 +104,18 @@ def step_cost(args) -> dict:
     return {"seconds_per_step": seconds, "cpu_seconds_per_step": cpu,
             "ratio": seconds["deep_mts"] / seconds["unet_segmentation_only"],
             "cpu_ratio": cpu["deep_mts"] / cpu["unet_segmentation_only"],
-            "batch_size": args.batch_size, "rounds": args.cost_rounds, "steps": args.cost_steps}
+            "batch_size": args.batch_size, "rounds": args.cost_rounds, "steps": args.cost_steps,
+            "threads": args.cost_threads or "default"}
+
+
+def one_thread_cost(argv: list[str]) -> dict:
+    """``step_cost`` measured in a child process limited to one thread (TensorFlow fixes its
+    thread pools when it starts, so this process, having trained, cannot)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cost"
+        subprocess.run([sys.executable, __file__, *argv, "--cost-only", "--cost-threads", "1", "--out", str(out)],
+                       check=True)
+        return json.loads(out.with_name("cost_cost.json").read_text())["cost"]
 
 
 def summarise(runs: dict) -> dict:
@@ -138,12 +156,23 @@ def markdown(report: dict) -> str:
 
 
 def cost_markdown(cost: dict) -> str:
-    wall, cpu = cost["seconds_per_step"], cost["cpu_seconds_per_step"]
-    return (f"Step cost (batch {cost['batch_size']}, medians of {cost['rounds']} alternating rounds of "
-            f"{cost['steps']} steps), deep_mts against the same U-Net trained for segmentation alone: "
-            f"CPU time {cpu['deep_mts'] * 1e3:.0f} vs {cpu['unet_segmentation_only'] * 1e3:.0f} ms, "
-            f"**{cost['cpu_ratio']:.2f}×**; wall clock {wall['deep_mts'] * 1e3:.0f} vs "
-            f"{wall['unet_segmentation_only'] * 1e3:.0f} ms, {cost['ratio']:.2f}×.")
+    def ms(times, name):
+        return f"{times[name] * 1e3:.0f}"
+
+    def measured(c):
+        wall, cpu = c["seconds_per_step"], c["cpu_seconds_per_step"]
+        return (f"wall clock {ms(wall, 'deep_mts')} vs {ms(wall, 'unet_segmentation_only')} ms, "
+                f"**{c['ratio']:.2f}×**; CPU time {ms(cpu, 'deep_mts')} vs {ms(cpu, 'unet_segmentation_only')} ms, "
+                f"**{c['cpu_ratio']:.2f}×**")
+
+    threads = "TensorFlow's default threads" if cost["threads"] == "default" else f"{cost['threads']} thread(s)"
+    text = (f"Step cost (batch {cost['batch_size']}, medians of {cost['rounds']} alternating rounds of "
+            f"{cost['steps']} steps), deep_mts against the same U-Net trained for segmentation alone "
+            f"(goal: at most 1.3×). {threads}: {measured(cost)}.")
+    if "one_thread" in cost:
+        text += (" One thread (a child process; CPU time is then the work alone, without the thread pool's "
+                 f"waiting): {measured(cost['one_thread'])}.")
+    return text
 
 
 def main(argv=None) -> int:
@@ -167,12 +196,21 @@ def main(argv=None) -> int:
     parser.add_argument("--cost-steps", type=int, default=20)
     parser.add_argument("--cost-rounds", type=int, default=5)
     parser.add_argument("--cost-only", action="store_true", help="only the step cost")
+    parser.add_argument("--cost-threads", type=int, default=0,
+                        help="TensorFlow intra- and inter-op threads for the step cost (0: its default)")
+    parser.add_argument("--no-one-thread-cost", dest="one_thread_cost", action="store_false",
+                        help="skip measuring the step cost again in a one-thread child process")
     parser.add_argument("--quick", action="store_true", help="1 seed, 32x32, 2 epochs; nothing written")
     parser.add_argument("--out", default=str(RESULTS / "deep_mts"))
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.size, args.train, args.validation, args.test = "0", 32, 64, 48, 48
         args.epochs, args.cost_steps, args.cost_rounds, args.batch_size = 2, 2, 1, 16
+    if args.cost_threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.cost_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.cost_threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()
     report = {"config": {**{k: v for k, v in vars(args).items() if k not in ("out", "quick")}, "seeds": seeds,
@@ -182,6 +220,8 @@ def main(argv=None) -> int:
         report["runs"] = {str(seed): run(args, seed) for seed in seeds}
         report["summary"] = summarise(report["runs"])
     report["cost"] = step_cost(args)
+    if args.one_thread_cost and not args.cost_threads and not args.quick:
+        report["cost"]["one_thread"] = one_thread_cost([a for a in (argv or sys.argv[1:]) if a != "--cost-only"])
     report["seconds"] = time.perf_counter() - started
     text = markdown(report) if not args.cost_only else (
         f"# DeepMTS step cost\n\n`{report['config']['command']}`\n\n{cost_markdown(report['cost'])}\n")

@@ -156,8 +156,16 @@ def test_deep_mts_quick_run_scores_segmentation_survival_fusion_and_cost():
     row = next(line for line in stdout.splitlines() if line.startswith("| 0 "))
     dice, deep, oracle, fused = (float(row.split("|")[i].split("(")[0]) for i in (2, 3, 4, 5))
     assert 0 <= dice <= 1 and all(0 < c < 1 for c in (deep, oracle, fused)) and oracle > 0.6
+    assert "TensorFlow's default threads: wall clock" in stdout
     ratio = float(stdout.split("**")[1].rstrip("×"))
     assert 0.5 < ratio < 10
+
+
+def test_deep_mts_step_cost_on_one_thread():
+    # The full bench measures again in a child process started like this.
+    stdout = quick_run("deep_mts.py", "--cost-only", "--cost-threads", "1")
+    assert "1 thread(s): wall clock" in stdout
+    assert 0.5 < float(stdout.split("**")[3].rstrip("×")) < 10  # CPU time
 
 
 def test_auxiliary_quick_run_reports_both_studies(data_dir):

@@ -66,7 +66,7 @@ def deep_mts(
             paper does; ``"half"`` (default) and ``"quarter"`` average-pool its input (images
             and predicted mask) by 2 or 4 first and drop as many of its first blocks, so it
             ends at the same resolution for about 4x or 16x less work. On 64x64 images one
-            training step costs ~2.1x, ~1.4x or ~1.3x the plain U-Net's CPU time on 2 cores
+            training step costs ~2.1x, ~1.4x or ~1.2x the plain U-Net's CPU time on 2 cores
             (``bench/deep_mts.py``).
         dropout: dropout rate on the joined survival features before the risk layer.
     """
