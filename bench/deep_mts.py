@@ -108,14 +108,19 @@ def step_cost(args) -> dict:
             "threads": args.cost_threads or "default"}
 
 
+def results_path(out: str, cost_only: bool) -> str:
+    """Where a run writes its report (``.json`` and ``.md``): a cost-only run beside the full one."""
+    return out + ("_cost" if cost_only else "")
+
+
 def one_thread_cost(argv: list[str]) -> dict:
     """``step_cost`` measured in a child process limited to one thread (TensorFlow fixes its
     thread pools when it starts, so this process, having trained, cannot)."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cost"
-        subprocess.run([sys.executable, __file__, *argv, "--cost-only", "--cost-threads", "1", "--out", str(out)],
+        out = str(Path(tmp) / "cost")
+        subprocess.run([sys.executable, __file__, *argv, "--cost-only", "--cost-threads", "1", "--out", out],
                        check=True)
-        return json.loads(out.with_name("cost_cost.json").read_text())["cost"]
+        return json.loads(Path(results_path(out, True) + ".json").read_text())["cost"]
 
 
 def summarise(runs: dict) -> dict:
@@ -197,12 +202,15 @@ def main(argv=None) -> int:
     parser.add_argument("--cost-rounds", type=int, default=5)
     parser.add_argument("--cost-only", action="store_true", help="only the step cost")
     parser.add_argument("--cost-threads", type=int, default=0,
-                        help="TensorFlow intra- and inter-op threads for the step cost (0: its default)")
+                        help="with --cost-only: TensorFlow's intra- and inter-op threads (0: its default)")
     parser.add_argument("--no-one-thread-cost", dest="one_thread_cost", action="store_false",
                         help="skip measuring the step cost again in a one-thread child process")
     parser.add_argument("--quick", action="store_true", help="1 seed, 32x32, 2 epochs; nothing written")
     parser.add_argument("--out", default=str(RESULTS / "deep_mts"))
     args = parser.parse_args(argv)
+    if args.cost_threads and not args.cost_only:
+        # Training would run on those threads too, and the cost would not be measured as labelled.
+        parser.error("--cost-threads needs --cost-only (the full run measures one thread in a child process)")
     if args.quick:
         args.seeds, args.size, args.train, args.validation, args.test = "0", 32, 64, 48, 48
         args.epochs, args.cost_steps, args.cost_rounds, args.batch_size = 2, 2, 1, 16
@@ -221,13 +229,13 @@ def main(argv=None) -> int:
         report["summary"] = summarise(report["runs"])
     report["cost"] = step_cost(args)
     if args.one_thread_cost and not args.cost_threads and not args.quick:
-        report["cost"]["one_thread"] = one_thread_cost([a for a in (argv or sys.argv[1:]) if a != "--cost-only"])
+        report["cost"]["one_thread"] = one_thread_cost(argv or sys.argv[1:])
     report["seconds"] = time.perf_counter() - started
     text = markdown(report) if not args.cost_only else (
         f"# DeepMTS step cost\n\n`{report['config']['command']}`\n\n{cost_markdown(report['cost'])}\n")
     print(text)
     if not args.quick:
-        results_io.write(args.out + ("_cost" if args.cost_only else ""), report, text)
+        results_io.write(results_path(args.out, args.cost_only), report, text)
     return 0
 
 

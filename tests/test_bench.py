@@ -166,6 +166,10 @@ def test_deep_mts_step_cost_on_one_thread():
     stdout = quick_run("deep_mts.py", "--cost-only", "--cost-threads", "1")
     assert "1 thread(s): wall clock" in stdout
     assert 0.5 < float(stdout.split("**")[3].rstrip("×")) < 10  # CPU time
+    # Without --cost-only the training would run on those threads too: refused, saying why.
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "deep_mts.py"), "--quick", "--cost-threads", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 2 and "--cost-threads needs --cost-only" in proc.stderr
 
 
 def test_auxiliary_quick_run_reports_both_studies(data_dir):
