@@ -62,7 +62,8 @@ def fashion_arms() -> dict[str, dict]:
     # 1,000 examples make 4 steps an epoch: more epochs, and more patience, for the same budget of passes.
     alone["training"].update(epochs=150, early_stopping={"monitor": "mean_val_accuracy", "patience": 15})
     reconstruction = copy.deepcopy(base)
-    reconstruction["tasks"] = ["left", {"name": "image_rec", "kind": "reconstruction", "input": "image"}]
+    # A linear decoder: the shared features themselves must hold the image, not a hidden layer after them.
+    reconstruction["tasks"] = ["left", {"name": "image_rec", "kind": "reconstruction", "input": "image", "head_units": []}]
     gated = copy.deepcopy(base)
     gated["training"]["weighting"] = "gradient_similarity"
     return {"left alone": alone, "+ right (auxiliary)": base, "+ reconstruction": reconstruction,

@@ -37,6 +37,11 @@ def attached_here(task: Task) -> bool:
     return task.role == "adversarial" or task.kind == "reconstruction"
 
 
+def _units(task: Task, default: tuple[int, ...]) -> tuple[int, ...]:
+    # An empty tuple is a request (a linear head), not a missing value.
+    return default if task.head_units is None else task.head_units
+
+
 def attach_heads(tasks: Sequence[Task], shared, features: Mapping[str, object], architecture: str) -> dict:
     """``{task: output}`` for the adversarial and reconstruction tasks among ``tasks``."""
     tasks = [t for t in tasks if attached_here(t)]
@@ -59,7 +64,7 @@ def attach_heads(tasks: Sequence[Task], shared, features: Mapping[str, object], 
                 outputs[task.name] = _confusion_head(flat, task, options)
             else:
                 reversed_ = adversary.GradientReversal(**options, name=f"{task.name}_reversal")(flat)
-                outputs[task.name] = backbones.task_head(reversed_, task, task.head_units or ADVERSARY_UNITS)
+                outputs[task.name] = backbones.task_head(reversed_, task, _units(task, ADVERSARY_UNITS))
         else:
             outputs[task.name] = _decoder(flat, task, features)
     return outputs
@@ -75,7 +80,7 @@ def _confusion_head(flat, task: Task, options: dict):
         return layer
 
     stopped = adversary.StopGradient(name=f"{task.name}_stop")(flat)
-    head = backbones.task_head(stopped, task, task.head_units or ADVERSARY_UNITS, wrap=collect)
+    head = backbones.task_head(stopped, task, _units(task, ADVERSARY_UNITS), wrap=collect)
     live = flat
     for layer in layers:
         live = layer(live)
@@ -87,7 +92,7 @@ def _decoder(x, task: Task, features: Mapping[str, object]):
         raise ValueError(f"Reconstruction task {task.name!r} decodes input {task.input!r}, but the model's inputs "
                          f"are {sorted(features)}.")
     shape = tuple(int(d) for d in features[task.input].shape[1:])
-    x = backbones.mlp(x, task.head_units or DECODER_UNITS, prefix=f"{task.name}_decoder")
+    x = backbones.mlp(x, _units(task, DECODER_UNITS), prefix=f"{task.name}_decoder")
     x = keras.layers.Dense(math.prod(shape), name=f"{task.name}_decoder_output", dtype="float32")(x)
     return keras.layers.Reshape(shape, name=task.name, dtype="float32")(x)
 

@@ -76,7 +76,7 @@ class Task:
         input: the model input a reconstruction task decodes.
         head_units: hidden widths of the head ``create_model`` attaches to the shared
             representation for an adversarial or reconstruction task (default ``(64,)`` for an
-            adversary, ``(256,)`` for a decoder).
+            adversary, ``(256,)`` for a decoder; ``()`` makes the head linear).
         reversal: how an adversarial task's gradient reversal strength moves over training:
             ``"ramp"`` (default: ``2 / (1 + exp(-10 p)) - 1`` of the way ``p`` through training,
             Ganin & Lempitsky 2015) or ``"constant"``.

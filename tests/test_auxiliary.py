@@ -250,6 +250,16 @@ def test_create_model_attaches_the_adversaries_and_the_decoder_to_the_shared_rep
         mtlzoo.create_model("cross_stitch", TASKS, INPUTS, filters=[4], units=[8])
 
 
+def test_an_empty_head_units_makes_a_linear_head_not_the_default():
+    tasks = [TASKS[0], Task("hidden", "classification", num_classes=3, role="adversarial", head_units=[]),
+             Task("image_rec", "reconstruction", input="image", head_units=[])]
+    model = build(tasks)
+    hidden = [layer.name for layer in model.layers if layer.name.startswith(("hidden_head_dense_", "image_rec_decoder_dense_"))]
+    assert hidden == []
+    assert model.get_layer("image_rec_decoder_output").kernel.shape == (12, 64)
+    assert [Task.from_config(t.get_config()).head_units for t in tasks[1:]] == [(), ()]
+
+
 def test_roles_and_the_adversary_schedules_survive_a_keras_round_trip(tmp_path):
     model = build(BOTH)
     model.compile(optimizer="adam", weighting="gradient_similarity")
