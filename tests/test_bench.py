@@ -126,9 +126,30 @@ def test_intrinsic_dim_quick_runs_sweep_and_time_the_subspace(data_dir):
     table = [line.split("|")[1:4] for line in stdout.splitlines() if line.startswith("| 40 ") or line.startswith("| 60 ")]
     assert [[cell.strip() for cell in row] for row in table] == [["60", "-", "20.0"], ["40", "4", "57.3"]]
     cost = quick_run("intrinsic_dim.py", "--cost-only")
-    ratio = float(cost.split("ratio ")[1].split(" ")[0])
-    assert 0 < ratio < 20 and "subspace" in cost
+    ratio = float(cost.split("ratio ")[1].split(";")[0])
+    cpu_ratio = float(cost.split("in CPU time ")[1].split(" ")[0])
+    assert 0 < ratio < 20 and 0 < cpu_ratio < 20 and "subspace" in cost
 
+
+
+def test_intrinsic_dim_interpolates_where_the_curve_crosses_the_90_percent_line():
+    # In a subprocess: importing the bench script sets its own environment defaults.
+    code = (
+        "import json, sys; sys.path.insert(0, 'bench'); import intrinsic_dim as b\n"
+        "print(json.dumps([b.crossing([(800, 0.83), (400, 0.78)], 0.7988),\n"
+        "                  b.crossing([(200, 0.7), (400, 0.8)], 0.8),\n"
+        "                  b.crossing([(200, 0.9), (400, 0.95)], 0.8),\n"
+        "                  b.crossing([(200, 0.5), (400, 0.6)], 0.8),\n"
+        "                  b.crossing([(100, 0.5), (200, 0.85), (400, 0.7), (800, 0.9)], 0.8)]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    between, exact, first, never, bumpy = json.loads(proc.stdout.splitlines()[-1])
+    # 0.7988 is 37.6 % of the way from 0.78 to 0.83: 400 * 2 ** 0.376, in log d.
+    assert between == pytest.approx(400 * 2 ** 0.376)
+    assert exact == pytest.approx(400) and first == 200 and never is None
+    # The first crossing counts, not a later dip and recovery: 100 * 2 ** (0.3 / 0.35).
+    assert bumpy == pytest.approx(100 * 2 ** (0.3 / 0.35))
 
 def test_subspace_bound_quick_run_bounds_every_model(data_dir):
     stdout = quick_run("subspace_bound.py")
