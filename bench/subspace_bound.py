@@ -19,6 +19,7 @@ n = all tasks' training examples, confidence 95 %; formula in ``mtlzoo.subspace.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -51,7 +52,7 @@ def run(dataset, data, spec, args, seed) -> dict:
     started = time.perf_counter()
     model = train(dataset, data, spec, args, seed)
     report = certify(model, data["train"], data["test"], levels=args.levels, epochs=args.finetune_epochs,
-                     learning_rate=args.finetune_learning_rate, seed=seed)
+                     learning_rate=args.finetune_learning_rate, searched=args.searched, seed=seed)
     row = {"bound": report["bound"], "train_error": report["train_error"], "test_error": report["test_error"],
            "bits": report["bits"]["total"], "free_parameters": report["free_parameters"],
            "seconds": time.perf_counter() - started}
@@ -78,7 +79,10 @@ def markdown(report) -> str:
         f"{len(c['tasks'])} tasks x {c['examples_per_task']} training images (n = "
         f"{len(c['tasks']) * c['examples_per_task']:,}), MLP 784 -> {c['units']} -> 10, Kronecker expansion; "
         f"codebook of {c['levels']} levels, {c['finetune_epochs']} epochs of quantisation-aware fine-tuning; "
-        f"delta = 0.05; seeds {c['seeds']}. Reproduce: `{c['command']}`.", "",
+        f"delta = 0.05; seeds {c['seeds']}"
+        + (f"; the message also names this configuration among the {c['searched']} bounded on this training set "
+           f"({math.ceil(math.log2(c['searched']))} bits, a union bound over them)" if c.get("searched", 1) > 1 else "")
+        + f". Reproduce: `{c['command']}`.", "",
         "Bound on the average test error over the tasks, mean ± std over seeds (percent). Multi-task: one "
         "message for all tasks. Single-task: the mean of the T per-task bounds, each at delta / T.", "",
         "| model | free parameters | bits | train error | test error | bound |",
@@ -134,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", type=int, default=8)
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--searched", type=int, default=1,
+                        help="configurations bounded on this training set before choosing these (certify's searched)")
     parser.add_argument("--out", default=str(RESULTS / "subspace_bound"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -151,6 +157,7 @@ def main(argv=None) -> int:
                          "seeds": [int(s) for s in seeds], "epochs": args.epochs, "patience": args.patience,
                          "learning_rate": args.learning_rate, "decay": args.decay, "levels": args.levels,
                          "finetune_epochs": args.finetune_epochs, "finetune_learning_rate": args.finetune_learning_rate,
+                         "searched": args.searched,
                          "command": " ".join(["python bench/subspace_bound.py", *(argv or sys.argv[1:])])},
               "machine": results_io.machine(), "results": results, "summary": summarise(results, seeds)}
     text = markdown(report)

@@ -228,7 +228,8 @@ def _cmd_bound(args) -> int:
     names = [t.name for t in model.tasks]
     dataset = recipe.make_dataset()
     report = certify(model, dataset.load_tasks("train", names), dataset.load_tasks(split, names),
-                     levels=args.levels, epochs=args.epochs, delta=args.delta, learning_rate=args.learning_rate)
+                     levels=args.levels, epochs=args.epochs, delta=args.delta, learning_rate=args.learning_rate,
+                     searched=args.searched)
     report["split"] = split
     out = Path(args.out) if args.out else Path(args.run_dir) / "bound.json"
     io.write_json(out, report)
@@ -402,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_non_negative_int, default=3, help="quantisation-aware fine-tuning epochs (default 3)")
     p.add_argument("--learning-rate", type=_positive_float, default=1e-3)
     p.add_argument("--delta", type=_probability, default=0.05, help="the bound holds with probability 1 - delta")
+    p.add_argument("--searched", type=_positive_int, default=1,
+                   help="configurations bounded on this training data before picking this one (default 1); "
+                        "the message pays log2 of it, so the bound survives the search")
     p.add_argument("--split", default=None, help="split to report the test error on (default: test)")
     p.add_argument("--out", default=None, help="default: RUN_DIR/bound.json")
     p.set_defaults(func=_cmd_bound)

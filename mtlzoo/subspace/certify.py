@@ -10,6 +10,8 @@ coordinates and gives the T single-task bounds, each at confidence delta / T.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 
@@ -62,13 +64,22 @@ def task_errors(model: keras.Model, data: MultiTaskArrays, batch_size: int = 512
 
 def certify(model: keras.Model, train: MultiTaskArrays, test: MultiTaskArrays | None = None, *, levels: int = 16,
             epochs: int = 3, learning_rate: float = 1e-3, batch_size: int = 128, delta: float = 0.05,
-            seed: int = 0) -> dict:
+            searched: int = 1, seed: int = 0) -> dict:
     """The bound report of a subspace model (module docstring); ``epochs=0`` skips fine-tuning.
 
+    ``searched``: how many configurations (widths, dimensions, codebook sizes, ...) were bounded on
+    these training examples before this one was picked. The message then also names the pick,
+    ceil(log2(searched)) bits (a union bound over the configurations), so that the bound still
+    holds with probability 1 - delta after the search.
+
     Returns a JSON-ready dict: per-task train (and test) errors, the message length (header,
-    payload, entropy, bits for Q and for each alpha_t), n, delta and the bound, plus
-    ``"single_task"`` bounds when the model has no shared basis.
+    payload, the bits naming the configuration, entropy, bits for Q and for each alpha_t), n, delta
+    and the bound, plus ``"single_task"`` bounds when the model has no shared basis.
     """
+    if isinstance(searched, bool) or not isinstance(searched, int) or searched < 1:
+        raise ValueError(f"certify: searched={searched!r} must be a positive integer, the number of "
+                         "configurations tried (1 when there was no search).")
+    choice = math.ceil(math.log2(searched))
     keras.utils.set_random_seed(seed)
     quantized = quantized_copy(model, levels)
     if epochs:
@@ -77,6 +88,8 @@ def certify(model: keras.Model, train: MultiTaskArrays, test: MultiTaskArrays | 
     layer = find_columns(quantized)
     symbols = layer.symbols()
     message = message_length(symbols, levels)
+    message["choice"] = choice
+    message["total"] += choice
     train_errors = task_errors(quantized, train)
     n = sum(count for _, count in train_errors.values())
     train_error = sum(e * count for e, count in train_errors.values()) / n
@@ -98,7 +111,7 @@ def certify(model: keras.Model, train: MultiTaskArrays, test: MultiTaskArrays | 
     if not shared:  # T independent single-task models
         report["single_task"] = {}
         for t, name in enumerate(report["tasks"]):
-            bits = message_length(own[t], levels)["total"]
+            bits = message_length(own[t], levels)["total"] + choice
             e, count = train_errors[name]
             report["single_task"][name] = {"bits": bits, "bound": bounds.occam_bound(e, bits, count, delta / layer.num_tasks)}
         report["single_task_mean_bound"] = float(np.mean([r["bound"] for r in report["single_task"].values()]))
@@ -123,6 +136,8 @@ def format_report(report: dict) -> str:
         name = "shared w (one network)" if report["free_parameters"]["per_task"] == 0 else "shared basis Q"
         lines.append(f"{name:<32} {bits['shared_basis']:>9.1f}")
     lines.append(f"{'header (L levels, counts)':<32} {bits['header']:>9d}")
+    if bits["choice"]:
+        lines.append(f"{'configuration (of those tried)':<32} {bits['choice']:>9d}")
     lines.append(f"{'message (arithmetic code)':<32} {bits['total']:>9d}")
     summary = (f"n = {report['n']}, delta = {report['delta']}: average train error {report['train_error']:.4f}, "
                f"bound {report['bound']:.4f}")

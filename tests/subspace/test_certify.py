@@ -58,6 +58,7 @@ def test_the_report_is_the_bound_of_the_scored_model(data, task_dim, sharing):
     dataset, train, test = data
     report = certify(trained(dataset, train, task_dim, sharing), train, test, levels=4, epochs=1)
     bits = report["bits"]
+    assert bits["choice"] == 0  # nothing searched: nothing to name
     assert bits["total"] == bits["header"] + bits["payload"] and bits["entropy"] <= bits["payload"] <= bits["entropy"] + 2
     assert report["n"] == 180 and all(t["train_examples"] == 60 and t["test_examples"] == 30 for t in report["tasks"].values())
     mean = np.mean([t["train_error"] for t in report["tasks"].values()])
@@ -76,6 +77,26 @@ def test_the_report_is_the_bound_of_the_scored_model(data, task_dim, sharing):
             assert single["bound"] == pytest.approx(occam_bound(e, single["bits"], 60, 0.05 / 3))
 
 
+@pytest.mark.parametrize("sharing", ["columns", "hard"])
+def test_a_search_over_configurations_is_paid_for_in_bits(data, sharing):
+    dataset, train, _ = data
+    task_dim = None  # columns without Q: the single-task bounds pay for the choice too
+    model = trained(dataset, train, task_dim, sharing)
+    once = certify(model, train, levels=4, epochs=1)
+    searched = certify(model, train, levels=4, epochs=1, searched=17)
+    # The same quantised model, seed and errors; only the message grows, by ceil(log2 17) = 5 bits.
+    assert searched["train_error"] == once["train_error"] and searched["bits"]["payload"] == once["bits"]["payload"]
+    assert searched["bits"]["choice"] == 5 and searched["bits"]["total"] == once["bits"]["total"] + 5
+    assert searched["bound"] == pytest.approx(occam_bound(once["train_error"], once["bits"]["total"] + 5, 180, 0.05))
+    assert searched["bound"] > once["bound"]
+    if sharing == "columns":
+        for name, single in searched["single_task"].items():
+            assert single["bits"] == once["single_task"][name]["bits"] + 5
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match=f"searched={bad!r} must be a positive integer"):
+            certify(model, train, levels=4, epochs=0, searched=bad)
+
+
 def test_regression_tasks_have_no_error_bound():
     keras.utils.set_random_seed(0)
     model = mtlzoo.create_model("subspace", [mtlzoo.Task("y", "regression")], {"x": (3,)}, units=(4,), intrinsic_dim=5)
@@ -87,6 +108,7 @@ def test_regression_tasks_have_no_error_bound():
 
 def test_the_bound_command_codes_a_subspace_run_and_refuses_others(tmp_path):
     import json
+    import re
 
     from conftest import cli_here
     from helpers import small_recipe_dict, write_recipe
@@ -103,6 +125,15 @@ def test_the_bound_command_codes_a_subspace_run_and_refuses_others(tmp_path):
     assert report["n"] == 80 and report["split"] == "test" and report["levels"] == 4
     assert f"bound {report['bound']:.4f}, test error {report['test_error']:.4f}" in proc.stdout
     assert "shared basis Q" in proc.stdout and "task_01" in proc.stdout
+    assert "configuration (of those tried)" not in proc.stdout
+    searched = cli_here("bound", tmp_path / "run", "--levels", "4", "--epochs", "1", "--searched", "8",
+                        "--out", tmp_path / "searched.json")
+    assert searched.returncode == 0, searched.stderr
+    after_search = json.loads((tmp_path / "searched.json").read_text())
+    assert after_search["bits"]["total"] == report["bits"]["total"] + 3
+    assert after_search["bound"] == pytest.approx(occam_bound(after_search["train_error"], report["bits"]["total"] + 3,
+                                                              80, 0.05))
+    assert re.search(r"^configuration \(of those tried\) +3$", searched.stdout, re.MULTILINE)
     bad = cli_here("bound", tmp_path / "run", "--delta", "1.5")
     assert bad.returncode == 2 and "--delta: expected a number strictly between 0 and 1, got 1.5" in bad.stderr
     plain = write_recipe(tmp_path / "plain.yaml", small_recipe_dict(epochs=1, tasks=("task_00",)))
