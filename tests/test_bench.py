@@ -131,7 +131,6 @@ def test_intrinsic_dim_quick_runs_sweep_and_time_the_subspace(data_dir):
     assert 0 < ratio < 20 and 0 < cpu_ratio < 20 and "subspace" in cost
 
 
-
 def test_intrinsic_dim_interpolates_where_the_curve_crosses_the_90_percent_line():
     # In a subprocess: importing the bench script sets its own environment defaults.
     code = (
@@ -150,6 +149,7 @@ def test_intrinsic_dim_interpolates_where_the_curve_crosses_the_90_percent_line(
     assert exact == pytest.approx(400) and first == 200 and never is None
     # The first crossing counts, not a later dip and recovery: 100 * 2 ** (0.3 / 0.35).
     assert bumpy == pytest.approx(100 * 2 ** (0.3 / 0.35))
+
 
 def test_subspace_bound_quick_run_bounds_every_model(data_dir):
     stdout = quick_run("subspace_bound.py")
