@@ -19,7 +19,6 @@ n = all tasks' training examples, confidence 95 %; formula in ``mtlzoo.subspace.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtlzoo.data import load_dataset  # noqa: E402
+from mtlzoo.subspace.bounds import search_bits  # noqa: E402
 from mtlzoo.subspace.certify import certify  # noqa: E402
 import intrinsic_dim  # noqa: E402  (bench/, beside this script: the same build and training)
 import results_io  # noqa: E402
@@ -81,7 +81,7 @@ def markdown(report) -> str:
         f"codebook of {c['levels']} levels, {c['finetune_epochs']} epochs of quantisation-aware fine-tuning; "
         f"delta = 0.05; seeds {c['seeds']}"
         + (f"; the message also names this configuration among the {c['searched']} bounded on this training set "
-           f"({math.ceil(math.log2(c['searched']))} bits, a union bound over them)" if c.get("searched", 1) > 1 else "")
+           f"({search_bits(c['searched'])} bits, a union bound over them)" if c.get("searched", 1) > 1 else "")
         + f". Reproduce: `{c['command']}`.", "",
         "Bound on the average test error over the tasks, mean ± std over seeds (percent). Multi-task: one "
         "message for all tasks. Single-task: the mean of the T per-task bounds, each at delta / T.", "",

@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from mtlzoo.validation import positive_int
+
 
 def kl_bernoulli(q: float, p: float) -> float:
     """kl(q || p) between Bernoulli(q) and Bernoulli(p), in nats (0 log 0 = 0)."""
@@ -58,6 +60,12 @@ def prefix_code_kl(bits: float) -> float:
     if bits < 1:
         raise ValueError(f"prefix_code_kl: a code has at least 1 bit, got {bits!r}.")
     return (bits + 2 * math.log2(bits)) * math.log(2)
+
+
+def search_bits(searched: int) -> int:
+    """Bits naming one of ``searched`` configurations tried on the same training data: added to the
+    message, they make the bound a union bound over all of them, ceil(log2(searched))."""
+    return math.ceil(math.log2(positive_int("search_bits", "searched", searched)))
 
 
 def occam_bound(train_error: float, bits: float, n: int, delta: float = 0.05) -> float:

@@ -10,8 +10,6 @@ coordinates and gives the T single-task bounds, each at confidence delta / T.
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 
@@ -19,6 +17,7 @@ from mtlzoo.data.base import MultiTaskArrays
 from mtlzoo.subspace import bounds
 from mtlzoo.subspace.columns import SubspaceColumns, find_columns
 from mtlzoo.subspace.compression import kmeans_codebook, message_length
+from mtlzoo.validation import positive_int
 
 
 def quantized_copy(model: keras.Model, levels: int) -> keras.Model:
@@ -76,10 +75,7 @@ def certify(model: keras.Model, train: MultiTaskArrays, test: MultiTaskArrays | 
     payload, the bits naming the configuration, entropy, bits for Q and for each alpha_t), n, delta
     and the bound, plus ``"single_task"`` bounds when the model has no shared basis.
     """
-    if isinstance(searched, bool) or not isinstance(searched, int) or searched < 1:
-        raise ValueError(f"certify: searched={searched!r} must be a positive integer, the number of "
-                         "configurations tried (1 when there was no search).")
-    choice = math.ceil(math.log2(searched))
+    choice = bounds.search_bits(positive_int("certify", "searched", searched))
     keras.utils.set_random_seed(seed)
     quantized = quantized_copy(model, levels)
     if epochs:

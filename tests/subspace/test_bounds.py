@@ -5,7 +5,8 @@ import math
 import pytest
 from scipy.optimize import brentq
 
-from mtlzoo.subspace.bounds import inverse_kl, kl_bernoulli, occam_bound, prefix_code_kl, single_task_bounds
+from mtlzoo.subspace.bounds import (inverse_kl, kl_bernoulli, occam_bound, prefix_code_kl, search_bits,
+                                    single_task_bounds)
 
 
 def test_a_worked_example():
@@ -44,3 +45,10 @@ def test_a_union_of_single_task_bounds_pays_for_confidence_and_smaller_samples()
     # The same total bits spread over ten samples a tenth the size, at delta / 10 each, bound worse.
     assert min(singles) > multi
     assert singles[0] == pytest.approx(occam_bound(0.1, 300, 1000, delta=0.005))
+
+
+def test_search_bits_name_one_of_the_configurations_tried():
+    # ceil(log2 N): 1 configuration needs no name, 2 need one bit, 17 need five, 64 exactly six.
+    assert [search_bits(n) for n in (1, 2, 3, 16, 17, 64)] == [0, 1, 2, 4, 5, 6]
+    with pytest.raises(ValueError, match="search_bits: searched must be a positive integer, got 0"):
+        search_bits(0)

@@ -1,6 +1,8 @@
 """certify: the coded message describes exactly the model that is scored, and the bound is the
 Occam bound of that model's errors and bits."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -93,7 +95,7 @@ def test_a_search_over_configurations_is_paid_for_in_bits(data, sharing):
         for name, single in searched["single_task"].items():
             assert single["bits"] == once["single_task"][name]["bits"] + 5
     for bad in (0, -2, 2.5, True):
-        with pytest.raises(ValueError, match=f"searched={bad!r} must be a positive integer"):
+        with pytest.raises(ValueError, match=re.escape(f"certify: searched must be a positive integer, got {bad!r}.")):
             certify(model, train, levels=4, epochs=0, searched=bad)
 
 
@@ -108,7 +110,6 @@ def test_regression_tasks_have_no_error_bound():
 
 def test_the_bound_command_codes_a_subspace_run_and_refuses_others(tmp_path):
     import json
-    import re
 
     from conftest import cli_here
     from helpers import small_recipe_dict, write_recipe
