@@ -2,8 +2,9 @@
 of training in a subspace.
 
 After Zakerinia, Ghobadi & Lampert (2025), "Deep Multi-Task Learning Has Low Amortized Intrinsic
-Dimensionality". Ten tasks, each MNIST under its own pixel permutation (``permuted_mnist``) with
-its own 1000 training images; every task has the same MLP column (784 -> units -> 10).
+Dimensionality". Ten tasks, each MNIST under its own pixel permutation (``permuted_mnist``; with
+``--pixel-swaps s``, s swapped pixel pairs instead of a full permutation) with its own 1000
+training images; every task has the same MLP column (784 -> units -> 10).
 
 - **Full**: each task's column trained in all its D weights (``mtlzoo.subspace.freeze`` of an
   untrained subspace model: T plain columns from one theta_0).
@@ -24,6 +25,7 @@ best validation loss (1000 validation images per task); accuracy is on 1000 test
 
     python bench/intrinsic_dim.py            # 3 seeds; writes bench/results/intrinsic_dim.{json,md,png}
     python bench/intrinsic_dim.py --dataset label_permuted_mnist --out bench/results/intrinsic_dim_labels
+    python bench/intrinsic_dim.py --pixel-swaps 200 --out bench/results/intrinsic_dim_swaps
     python bench/intrinsic_dim.py --cost-only --out bench/results/subspace_step_cost
     python bench/intrinsic_dim.py --quick    # 3 tasks, 100 images each, 1 seed, 2 epochs: a smoke run
 """
@@ -183,8 +185,11 @@ def cost_markdown(cost, batch_size, command) -> str:
 
 def markdown(report) -> str:
     s, c = report["summary"], report["config"]
+    swaps = c.get("pixel_swaps")
     lines = [
-        f"# Intrinsic dimension on {c['dataset']}", "",
+        f"# Intrinsic dimension on {c['dataset']}" + (f", {swaps} pixel swaps per task" if swaps is not None else "")
+        + (f", task set {c['task_seed']}" if c.get("task_seed") else ""),
+        "",
         f"{len(c['tasks'])} tasks x {c['examples_per_task']} training images, MLP column 784 -> {c['units']} -> 10 "
         f"({s['column_weights']:,} weights), seeds {c['seeds']}, Kronecker expansion, Adam, best validation epoch of "
         f"at most {c['epochs']} (patience {c['patience']}). Reproduce: `{c['command']}`.", "",
@@ -233,18 +238,21 @@ def plot(report, path) -> None:
                 for d in dims]
     axis.errorbar(dims, [100 * np.mean(v) for v in per_seed], yerr=[100 * np.std(v) for v in per_seed],
                   marker="o", capsize=3, label="single-task: d per task")
-    for label, marker, hard in (("multi-task columns: AID = lk/T + k", "s", False),
-                                ("multi-task, hard sharing: AID = l/T", "^", True)):
-        multi = sorted((c for c in s["multi_curve"].values() if (c["k"] is None) == hard), key=lambda c: c["aid"])
-        if multi:
-            axis.errorbar([c["aid"] for c in multi], [100 * c["mean"] for c in multi],
-                          yerr=[100 * c["std"] for c in multi], marker=marker, capsize=3, label=label)
+    # One line per k: joining runs of different k in AID order would draw a zigzag that means nothing.
+    for k in sorted({c["k"] for c in s["multi_curve"].values()}, key=lambda k: (k is None, k or 0)):
+        multi = sorted((c for c in s["multi_curve"].values() if c["k"] == k), key=lambda c: c["aid"])
+        label = "multi-task, hard sharing: AID = l/T" if k is None else f"multi-task columns, k = {k}: AID = lk/T + k"
+        axis.errorbar([c["aid"] for c in multi], [100 * c["mean"] for c in multi], yerr=[100 * c["std"] for c in multi],
+                      marker="^" if k is None else "s", capsize=3, label=label)
     axis.axhline(90 * s["full_mean"], color="grey", linestyle="--", label="90 % of full")
     axis.set_xscale("log")
     axis.set_xlabel("free parameters per task")
     axis.set_ylabel("mean test accuracy %")
-    axis.set_title(f"{report['config']['dataset']}, {len(tasks)} tasks")
-    axis.legend()
+    swaps = report["config"].get("pixel_swaps")
+    axis.set_title(f"{report['config']['dataset']}, {len(tasks)} tasks"
+                   + (f", {swaps} pixel swaps each" if swaps is not None else "")
+                   + (f", task set {report['config']['task_seed']}" if report["config"].get("task_seed") else ""))
+    axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -254,6 +262,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 tasks, 100 images each, 1 seed, 2 epochs; nothing written")
     parser.add_argument("--dataset", default="permuted_mnist")
     parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--task-seed", type=int, default=0, help="seed of the task set (permutations and images)")
+    parser.add_argument("--pixel-swaps", type=int, default=None,
+                        help="permuted_mnist only: each task swaps this many random pixel pairs instead of "
+                             "permuting all 784 pixels (Amit & Meir's shuffled-pixels tasks)")
     parser.add_argument("--examples-per-task", type=int, default=1000)
     parser.add_argument("--heldout-per-task", type=int, default=1000, help="validation and test images per task")
     parser.add_argument("--units", type=int, nargs="+", default=[64])
@@ -280,7 +292,7 @@ def main(argv=None) -> int:
     args.cost_dim = tuple(int(x) for x in args.cost_dim.split("x"))
     seeds = [int(s) for s in args.seeds.split(",")]
     dataset = load_dataset(args.dataset, num_tasks=args.tasks, examples_per_task=args.examples_per_task,
-                           heldout_per_task=args.heldout_per_task)
+                           heldout_per_task=args.heldout_per_task, seed=args.task_seed, pixel_swaps=args.pixel_swaps)
     data = {split: dataset.load(split) for split in ("train", "validation", "test")}
     tasks = [t.name for t in dataset.tasks()]
     command = " ".join(["python bench/intrinsic_dim.py", *(argv or sys.argv[1:])])
@@ -305,7 +317,8 @@ def main(argv=None) -> int:
     summary = summarise({"full": results["full"], "single": results["single"], "multi": results["multi"]},
                         tasks, [str(s) for s in seeds])
     summary["column_weights"] = subspace.find_columns(build(dataset, args.units, intrinsic_dim=1)).expansion.size
-    report = {"config": {"dataset": args.dataset, "tasks": tasks, "examples_per_task": args.examples_per_task,
+    report = {"config": {"dataset": args.dataset, "pixel_swaps": args.pixel_swaps, "task_seed": args.task_seed,
+                         "tasks": tasks, "examples_per_task": args.examples_per_task,
                          "units": list(args.units), "seeds": seeds, "epochs": args.epochs, "patience": args.patience,
                          "batch_size": args.batch_size,
                          "command": command,

@@ -119,7 +119,8 @@ def test_weighting_compare_quick_run_writes_a_comparison(tmp_path, data_dir):
 
 
 def test_intrinsic_dim_quick_runs_sweep_and_time_the_subspace(data_dir):
-    stdout = quick_run("intrinsic_dim.py")
+    stdout = quick_run("intrinsic_dim.py", "--pixel-swaps", "50")
+    assert "# Intrinsic dimension on permuted_mnist, 50 pixel swaps per task" in stdout
     rows = [line for line in stdout.splitlines() if " seed=0: mean test accuracy " in line]
     assert [line.split(" seed=")[0] for line in rows] == ["full ", "single 20", "single 80", "multi 40x4", "multi hard:60"]
     # The multi-task table gives each run its amortized dimension: 40*4/3 + 4 and 60/3.

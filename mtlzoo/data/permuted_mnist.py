@@ -7,6 +7,11 @@ dataset                     task t sees
 ``label_permuted_mnist``    the images as they are, labels renamed by task t's permutation
 ==========================  ===================================================================
 
+``permuted_mnist`` with ``pixel_swaps=s`` gives the milder "shuffled pixels" tasks of Amit & Meir
+(ICML 2018): each task's order is the identity after s swaps of random pixel pairs, so at most 2s
+pixels move and the tasks keep most pixels where they were. A full permutation (the default)
+leaves the tasks nothing in common at the input, the hardest case for sharing.
+
 Every task has its own examples (``examples_per_task`` training images, disjoint across tasks,
 and as many validation and test images, ``heldout_per_task``), so an example is labelled for
 one task only; few examples per task is the regime where sharing between tasks matters and
@@ -42,21 +47,29 @@ class PermutedMnist(Dataset):
         source: ``"files"`` (idx files with checksums under ``data_dir``) or ``"keras"``.
         data_dir: the folder holding ``mnist/``, for ``source="files"``; default ``$MTLZOO_DATA_DIR``.
         seed: seed of the permutations and of which images each task gets.
+        pixel_swaps: ``permuted_mnist`` only. None (default): each task a uniformly random
+            permutation of the 784 pixels. An integer s: the identity order with s random pixel
+            pairs swapped in turn (a pair may repeat, or be one pixel twice).
     """
 
     permute = ""  # "pixels" or "labels"
 
     def __init__(self, *, num_tasks: int = 10, examples_per_task: int = 1000, heldout_per_task: int = 1000,
-                 source: str = "files", data_dir: str | os.PathLike | None = None, seed: int = 0):
+                 source: str = "files", data_dir: str | os.PathLike | None = None, seed: int = 0,
+                 pixel_swaps: int | None = None):
         check_int_option(self.name, "num_tasks", num_tasks, minimum=1)
         check_int_option(self.name, "examples_per_task", examples_per_task, minimum=1)
         check_int_option(self.name, "heldout_per_task", heldout_per_task, minimum=1)
         check_int_option(self.name, "seed", seed, minimum=0)
+        check_int_option(self.name, "pixel_swaps", pixel_swaps, minimum=0, or_none=True)
+        if pixel_swaps is not None and self.permute != "pixels":
+            raise ValueError(f"{self.name}: option pixel_swaps applies only to permuted_mnist, whose tasks permute pixels.")
         if source not in SOURCES:
             raise ValueError(f"{self.name}: option source={source!r} is invalid; expected one of {list(SOURCES)}.")
         if data_dir is not None and source != "files":
             raise ValueError(f"{self.name}: option data_dir applies only to source='files'.")
         self.num_tasks, self.seed, self.source, self.data_dir = num_tasks, seed, source, data_dir
+        self.pixel_swaps = pixel_swaps
         self.per_task = {"train": examples_per_task, "validation": heldout_per_task, "test": heldout_per_task}
         self._images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -73,8 +86,15 @@ class PermutedMnist(Dataset):
         """(T, 784) pixel orders or (T, 10) label maps: task t's image is ``flat[perm[t]]``, its
         label ``perm[t][label]``."""
         rng = np.random.default_rng([self.seed, _STREAMS["permutations"]])
-        size = PIXELS if self.permute == "pixels" else NUM_CLASSES
-        return np.stack([rng.permutation(size) for _ in range(self.num_tasks)])
+        if self.pixel_swaps is None:
+            size = PIXELS if self.permute == "pixels" else NUM_CLASSES
+            return np.stack([rng.permutation(size) for _ in range(self.num_tasks)])
+        orders = np.tile(np.arange(PIXELS), (self.num_tasks, 1))
+        for order in orders:
+            # One pair at a time, so that a pixel drawn twice moves on again.
+            for i, j in rng.integers(PIXELS, size=(self.pixel_swaps, 2)):
+                order[i], order[j] = order[j], order[i]
+        return orders
 
     def indices(self, split: str) -> np.ndarray:
         """(T, n): the images (into the official train or test set) each task gets in ``split``."""

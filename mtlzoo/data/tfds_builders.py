@@ -303,6 +303,7 @@ class PermutedMnistConfig(tfds.core.BuilderConfig):
     examples_per_task: int = 1000
     heldout_per_task: int = 1000
     seed: int = 0
+    pixel_swaps: int | None = None
 
 
 class PermutedMnistBuilder(_CodeHere, tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -349,7 +350,8 @@ class PermutedMnistBuilder(_CodeHere, tfds.core.GeneratorBasedBuilder, skip_regi
         if manual is not None and (manual / "mnist").is_dir():
             root = str(manual)
         dataset = self.DATASET_CLASS(num_tasks=config.num_tasks, examples_per_task=config.examples_per_task,
-                                     heldout_per_task=config.heldout_per_task, seed=config.seed, data_dir=root)
+                                     heldout_per_task=config.heldout_per_task, seed=config.seed,
+                                     pixel_swaps=config.pixel_swaps, data_dir=root)
         return {split: self._generate_examples(dataset, split) for split in dataset.splits}
 
     def _generate_examples(self, dataset, split):
@@ -367,7 +369,8 @@ class PermutedMnist(PermutedMnistBuilder):
 
     DATASET_CLASS = permuted_mnist.PixelPermutedMnist
     DESCRIPTION = ("Permuted MNIST: T tasks, each the MNIST digits with the 784 pixels in the task's own fixed "
-                   "random order; each task has its own images.")
+                   "random order (or, with pixel_swaps=s, s random pixel pairs swapped); each task has its own "
+                   "images.")
 
 
 class LabelPermutedMnist(PermutedMnistBuilder):
