@@ -183,13 +183,17 @@ def cost_markdown(cost, batch_size, command) -> str:
         f"Reproduce: `{command}`.", ""])
 
 
+def variant(config) -> str:
+    """What sets the run's task set apart from the default one, for titles ("" if nothing)."""
+    swaps, task_seed = config.get("pixel_swaps"), config.get("task_seed")
+    return ((f", {swaps} pixel swaps per task" if swaps is not None else "")
+            + (f", task set {task_seed}" if task_seed else ""))
+
+
 def markdown(report) -> str:
     s, c = report["summary"], report["config"]
-    swaps = c.get("pixel_swaps")
     lines = [
-        f"# Intrinsic dimension on {c['dataset']}" + (f", {swaps} pixel swaps per task" if swaps is not None else "")
-        + (f", task set {c['task_seed']}" if c.get("task_seed") else ""),
-        "",
+        f"# Intrinsic dimension on {c['dataset']}{variant(c)}", "",
         f"{len(c['tasks'])} tasks x {c['examples_per_task']} training images, MLP column 784 -> {c['units']} -> 10 "
         f"({s['column_weights']:,} weights), seeds {c['seeds']}, Kronecker expansion, Adam, best validation epoch of "
         f"at most {c['epochs']} (patience {c['patience']}). Reproduce: `{c['command']}`.", "",
@@ -248,10 +252,7 @@ def plot(report, path) -> None:
     axis.set_xscale("log")
     axis.set_xlabel("free parameters per task")
     axis.set_ylabel("mean test accuracy %")
-    swaps = report["config"].get("pixel_swaps")
-    axis.set_title(f"{report['config']['dataset']}, {len(tasks)} tasks"
-                   + (f", {swaps} pixel swaps each" if swaps is not None else "")
-                   + (f", task set {report['config']['task_seed']}" if report["config"].get("task_seed") else ""))
+    axis.set_title(f"{report['config']['dataset']}, {len(tasks)} tasks{variant(report['config'])}")
     axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
